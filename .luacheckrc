@@ -1,0 +1,7 @@
+std = "max"
+max_line_length = 120
+codes = true
+
+files["spec"] = { std = "+busted" }
+files["fake"] = { globals = { "ngx" } }
+exclude_files = { "build/**" }

@@ -1,0 +1,59 @@
+# feishu-helpdesk. The two commands: `make demo` and `make check`.
+LUA_VERSION ?= 5.4
+LUA ?= lua$(LUA_VERSION)
+LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+CC ?= cc
+CFLAGS ?= -O2 -g
+WARN = -std=c99 -Wall -Wextra -Werror -pedantic
+BUILD = build
+CORE = $(BUILD)/lua/$(LUA_VERSION)/helpdesk/core.so
+CORE_SRC = src/core.c src/wire.c
+CORE_HDR = src/compat.h src/wire.h
+
+# Debian packages the project needs; `make deps` installs the missing ones.
+DEBS = make gcc pkg-config curl lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev libcurl4-openssl-dev \
+       lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind
+
+export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
+export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;
+
+.PHONY: all deps build lint test valgrind examples rock check demo clean
+
+all: build
+
+deps:
+	@tools/install-deps $(DEBS)
+
+build: $(CORE)
+
+$(CORE): $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+
+lint:
+	luacheck lua spec examples fake
+
+test: build
+	fake/fakefeishu run $(LUA) /usr/bin/busted
+
+valgrind: build
+	fake/fakefeishu run valgrind -q --error-exitcode=99 --leak-check=full \
+	  --errors-for-leak-kinds=definite --show-leak-kinds=definite \
+	  $(LUA) /usr/bin/busted
+
+examples: build
+	fake/fakefeishu run examples/run-all
+
+rock:
+	tools/check-rock
+
+check: deps build
+	@tools/check
+
+demo: deps build
+	@tools/demo
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,362 @@
+-- The fake Feishu: the tenant token endpoint and the three helpdesk v1
+-- endpoints as ../shared/seeds documents them, plus /_fake/* control
+-- endpoints for the specs. One nginx worker, so module state is the truth.
+local cjson = require "cjson.safe"
+
+local ngx = ngx
+local M = {}
+
+local TOKEN_INVALID_MSG = "Invalid access token for authorization"
+
+local state
+
+local function reset()
+  state = {
+    config = {
+      app_id = "cli_fake_app",
+      app_secret = "fake-app-secret",
+      helpdesk_id = "6939767543285809180",
+      helpdesk_token = "fake-helpdesk-token",
+      token_ttl = 7200,
+      record = true,
+    },
+    tokens = {},        -- token -> expiry (ngx.now() seconds)
+    token_count = 0,
+    tickets = {},       -- ticket_id -> { closed =, messages = {} }
+    bot_messages = {},
+    requests = {},
+    faults = {},
+    seq = 0,
+  }
+end
+reset()
+
+local function next_seq()
+  state.seq = state.seq + 1
+  return state.seq
+end
+
+local function log_id()
+  return string.format("%s%06dFAKE", os.date("!%Y%m%d%H%M%S"), next_seq())
+end
+
+local function send(status, tbl, raw)
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  ngx.header["X-Tt-Logid"] = log_id()
+  ngx.print(raw or cjson.encode(tbl))
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+local function fail(status, code, msg)
+  return send(status, { code = code, msg = msg })
+end
+
+local function bad_request(why)
+  return fail(400, 154000, "Bad request, please check your request body: " .. why)
+end
+
+local function ok(data)
+  return send(200, { code = 0, msg = "success", data = data })
+end
+
+local function read_body()
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if not body then
+    local file = ngx.req.get_body_file()
+    if file then
+      local f = io.open(file, "rb")
+      if f then
+        body = f:read("*a")
+        f:close()
+      end
+    end
+  end
+  return body
+end
+
+local function record(body)
+  if not state.config.record then return end
+  local headers = {}
+  for k, v in pairs(ngx.req.get_headers(100, true)) do
+    headers[k:lower()] = v
+  end
+  state.requests[#state.requests + 1] = {
+    method = ngx.req.get_method(),
+    path = ngx.var.uri,
+    query = ngx.var.args,
+    args = ngx.req.get_uri_args(),
+    headers = headers,
+    body = body,
+    time = ngx.now(),
+    connection = tonumber(ngx.var.connection),
+  }
+end
+
+-- A fault set through /_fake/fault answers the next matching request(s).
+local function take_fault(method, path)
+  for i, f in ipairs(state.faults) do
+    if (not f.method or f.method == method) and (not f.path or path:find(f.path, 1, true)) then
+      f.times = (f.times or 1) - 1
+      if f.times <= 0 then table.remove(state.faults, i) end
+      return f
+    end
+  end
+end
+
+local function apply_fault(f)
+  if f.delay then ngx.sleep(f.delay) end
+  if f.close then return ngx.exit(444) end
+  ngx.status = f.status or 500
+  for k, v in pairs(f.headers or {}) do ngx.header[k] = v end
+  if f.logid ~= false and not (f.headers or {})["X-Tt-Logid"] then
+    ngx.header["X-Tt-Logid"] = log_id()
+  end
+  if f.body then ngx.print(f.body) end
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+local function is_token_valid(token)
+  local exp = state.tokens[token]
+  return exp and exp > ngx.now()
+end
+
+local function b64_credential()
+  return ngx.encode_base64(state.config.helpdesk_id .. ":" .. state.config.helpdesk_token)
+end
+
+-- Both credentials, as every helpdesk endpoint checks them.
+local function check_auth(headers)
+  local auth = headers["authorization"]
+  if not auth then return fail(400, 99991661, "Missing access token for authorization") end
+  local token = auth:match("^Bearer (.+)$")
+  if not token or not is_token_valid(token) then
+    return fail(400, 99991663, TOKEN_INVALID_MSG)
+  end
+  if headers["x-lark-helpdesk-authorization"] ~= b64_credential() then
+    return fail(401, 154001, "Unauthorized, please check you have the correct access")
+  end
+end
+
+local function json_object(text)
+  if type(text) ~= "string" or not text:match("^%s*{") then return nil end
+  local v = cjson.decode(text)
+  if type(v) ~= "table" then return nil end
+  return v
+end
+
+local function ticket(id)
+  local t = state.tickets[id]
+  if not t then
+    t = { closed = false, messages = {} }
+    state.tickets[id] = t
+  end
+  return t
+end
+
+local function new_message(msg_type, content_text, created_at)
+  local n = next_seq()
+  return {
+    id = string.format("69%017d", n),
+    message_id = string.format("om_%032x", n),
+    message_type = msg_type,
+    created_at = created_at or math.floor(ngx.now() * 1000),
+    content = cjson.encode({ content = content_text, msg_type = msg_type }),
+    user_name = "Helpdesk Agent",
+    avatar_url = "https://example.invalid/avatar.png",
+    user_id = "ou_fake_agent",
+  }
+end
+
+local function has_bad_url(post)
+  for _, lang in pairs(post) do
+    if type(lang) == "table" and type(lang.content) == "table" then
+      for _, line in ipairs(lang.content) do
+        for _, el in ipairs(type(line) == "table" and line or {}) do
+          if type(el) == "table" and el.tag == "a" and
+              not (type(el.href) == "string" and el.href:match("^https?://[%w%.%-]+")) then
+            return true
+          end
+        end
+      end
+    end
+  end
+  return false
+end
+
+-- Shared by both POST endpoints: content must be a JSON string of an object
+-- shaped for its msg_type.
+local function check_content(msg_type, content)
+  local c = json_object(content)
+  if not c then return nil, "content must be a JSON string of an object" end
+  if msg_type == "text" and type(c.text) ~= "string" then return nil, "text content needs text" end
+  if msg_type == "post" and type(c.post) ~= "table" then return nil, "post content needs post" end
+  if msg_type == "image" and type(c.image_key) ~= "string" then return nil, "image needs image_key" end
+  if msg_type == "interactive" and (c.schema == "2.0" or c.schema == 2) then
+    return nil, "card JSON 2.0 is not supported"
+  end
+  return c
+end
+
+local function token_endpoint(body)
+  local req = json_object(body)
+  if not req then return fail(400, 10003, "invalid param") end
+  if req.app_id ~= state.config.app_id then return fail(400, 10003, "invalid param: app_id") end
+  if req.app_secret ~= state.config.app_secret then return fail(400, 10014, "app secret invalid") end
+  state.token_count = state.token_count + 1
+  local token = string.format("t-fake%08d%s", state.token_count, ngx.md5(tostring(ngx.now()) .. next_seq()):sub(1, 16))
+  local ttl = state.config.token_ttl
+  state.tokens[token] = ngx.now() + ttl
+  return send(200, { code = 0, msg = "ok", tenant_access_token = token, expire = ttl })
+end
+
+local function send_ticket_message(ticket_id, body, headers)
+  local ctype = headers["content-type"] or ""
+  if not ctype:find("application/json", 1, true) then return bad_request("content-type") end
+  local req = json_object(body)
+  if not req then return bad_request("body is not a JSON object") end
+  if req.msg_type ~= "text" and req.msg_type ~= "post" then return bad_request("msg_type") end
+  local c, why = check_content(req.msg_type, req.content)
+  if not c then return bad_request(why) end
+  local t = ticket(ticket_id)
+  if t.closed then return fail(401, 154401, "Ticket already be closed") end
+  if req.msg_type == "post" and has_bad_url(c.post) then
+    return fail(401, 154403, "Send message with bad url")
+  end
+  local m = new_message(req.msg_type, req.msg_type == "text" and c.text or req.content)
+  t.messages[#t.messages + 1] = m
+  return ok({ message_id = m.message_id })
+end
+
+local BOT_TYPES = { text = true, post = true, image = true, interactive = true }
+local ID_TYPES = { open_id = true, union_id = true, user_id = true }
+
+local function bot_message(body, headers)
+  local ctype = headers["content-type"] or ""
+  if not ctype:find("application/json", 1, true) then return bad_request("content-type") end
+  local args = ngx.req.get_uri_args()
+  if args.user_id_type ~= nil and not ID_TYPES[args.user_id_type] then
+    return bad_request("user_id_type")
+  end
+  local req = json_object(body)
+  if not req then return bad_request("body is not a JSON object") end
+  if not BOT_TYPES[req.msg_type] then return bad_request("msg_type") end
+  local c, why = check_content(req.msg_type, req.content)
+  if not c then return bad_request(why) end
+  if type(req.receiver_id) ~= "string" or req.receiver_id == "" then return bad_request("receiver_id") end
+  if req.receive_type ~= nil and req.receive_type ~= "chat" and req.receive_type ~= "user" then
+    return bad_request("receive_type")
+  end
+  if req.receiver_id == "ou_unknown" then return fail(404, 154004, "Resource not found") end
+  local n = next_seq()
+  local m = { message_id = string.format("om_%032x", n), msg_type = req.msg_type, content = req.content,
+              receiver_id = req.receiver_id, receive_type = req.receive_type or "chat",
+              user_id_type = args.user_id_type or "open_id" }
+  state.bot_messages[#state.bot_messages + 1] = m
+  return ok({ message_id = m.message_id })
+end
+
+local function int_arg(v, min, max)
+  if v == nil then return nil, true end
+  if type(v) ~= "string" or not v:match("^%d+$") then return nil, false end
+  local n = tonumber(v)
+  if n < min or (max and n > max) then return nil, false end
+  return n, true
+end
+
+local function list_messages(ticket_id)
+  local args = ngx.req.get_uri_args()
+  local page, ok1 = int_arg(args.page, 1)
+  local size, ok2 = int_arg(args.page_size, 1, 200)
+  local t0, ok3 = int_arg(args.time_start, 0)
+  local t1, ok4 = int_arg(args.time_end, 0)
+  if not (ok1 and ok2 and ok3 and ok4) then return bad_request("query") end
+  page, size = page or 1, size or 20
+  local t = ticket(ticket_id)
+  local matched = {}
+  for _, m in ipairs(t.messages) do
+    local s = math.floor(m.created_at / 1000)
+    if (not t0 or s >= t0) and (not t1 or s <= t1) then matched[#matched + 1] = m end
+  end
+  local out = {}
+  for i = (page - 1) * size + 1, math.min(page * size, #matched) do out[#out + 1] = matched[i] end
+  if #out == 0 then
+    -- lua-cjson 2.1 encodes an empty table as {}; Feishu sends []
+    local raw = cjson.encode({ code = 0, msg = "success", data = { messages = "\0EMPTY", total = #matched } })
+    return send(200, nil, (raw:gsub('"\\u0000EMPTY"', "[]")))
+  end
+  return ok({ messages = out, total = #matched })
+end
+
+-- Control endpoints for the specs; never part of Feishu.
+local function control(path, body)
+  local req = json_object(body) or {}
+  if path == "/_fake/reset" then
+    reset()
+    return send(200, { ok = true })
+  elseif path == "/_fake/config" then
+    for k, v in pairs(req) do state.config[k] = v end
+    return send(200, { ok = true, config = state.config })
+  elseif path == "/_fake/requests" then
+    local list = state.requests
+    if #list == 0 then return send(200, nil, "[]") end
+    return send(200, list)
+  elseif path == "/_fake/state" then
+    local counts = {}
+    for id, t in pairs(state.tickets) do counts[id] = #t.messages end
+    return send(200, { token_count = state.token_count, ticket_messages = counts,
+                       bot_messages = #state.bot_messages, request_count = #state.requests,
+                       faults = #state.faults })
+  elseif path == "/_fake/bot_messages" then
+    if #state.bot_messages == 0 then return send(200, nil, "[]") end
+    return send(200, state.bot_messages)
+  elseif path == "/_fake/ticket" then
+    local t = ticket(tostring(req.ticket_id))
+    if req.closed ~= nil then t.closed = req.closed and true or false end
+    local start, step = req.start or 1700000000, req.step or 1
+    for i = 1, req.messages or 0 do
+      t.messages[#t.messages + 1] = new_message("text", "message " .. (#t.messages + 1),
+                                                math.floor((start + (i - 1) * step) * 1000))
+    end
+    return send(200, { ok = true, messages = #t.messages })
+  elseif path == "/_fake/expire_tokens" then
+    for k in pairs(state.tokens) do state.tokens[k] = 0 end
+    return send(200, { ok = true })
+  elseif path == "/_fake/fault" then
+    state.faults[#state.faults + 1] = req
+    return send(200, { ok = true })
+  end
+  return send(404, { ok = false, error = "no such control endpoint" })
+end
+
+function M.handle()
+  local method = ngx.req.get_method()
+  local path = ngx.var.uri
+  local body = method == "POST" and read_body() or nil
+  if path:sub(1, 7) == "/_fake/" then return control(path, body) end
+
+  record(body)
+  local fault = take_fault(method, path)
+  if fault then return apply_fault(fault) end
+
+  local headers = ngx.req.get_headers(100)
+  if path == "/open-apis/auth/v3/tenant_access_token/internal" and method == "POST" then
+    return token_endpoint(body)
+  end
+  if path == "/open-apis/helpdesk/v1/message" and method == "POST" then
+    check_auth(headers)
+    return bot_message(body, headers)
+  end
+  local ticket_id = path:match("^/open%-apis/helpdesk/v1/tickets/([^/]+)/messages$")
+  if ticket_id then
+    check_auth(headers)
+    if not ticket_id:match("^%d+$") then return bad_request("ticket_id") end
+    if method == "POST" then return send_ticket_message(ticket_id, body, headers) end
+    if method == "GET" then return list_messages(ticket_id) end
+    return fail(405, 154005, "Method Forbidden")
+  end
+  return send(404, { code = 404, msg = "404 page not found" })
+end
+
+return M

@@ -1,0 +1,46 @@
+rockspec_format = "3.0"
+package = "feishu-helpdesk"
+version = "0.1.0-1"
+source = {
+  url = "git+https://example.invalid/feishu-helpdesk.git",
+  tag = "v0.1.0",
+}
+description = {
+  summary = "Feishu / Lark helpdesk message APIs for Lua, over libcurl",
+  detailed = [[
+Send helpdesk ticket messages and helpdesk-bot messages, and read a
+ticket's messages, with tenant token management, clear errors and a thin
+C core over libcurl.
+]],
+  license = "MIT",
+}
+dependencies = {
+  "lua >= 5.1",
+  "lua-cjson",
+}
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["helpdesk.core"] = {
+      sources = { "src/core.c", "src/wire.c" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      libraries = { "curl", "pthread" },
+    },
+    helpdesk = "lua/helpdesk.lua",
+    ["helpdesk.client"] = "lua/helpdesk/client.lua",
+    ["helpdesk.config"] = "lua/helpdesk/config.lua",
+    ["helpdesk.errors"] = "lua/helpdesk/errors.lua",
+    ["helpdesk.json"] = "lua/helpdesk/json.lua",
+    ["helpdesk.token"] = "lua/helpdesk/token.lua",
+    ["helpdesk.transport"] = "lua/helpdesk/transport.lua",
+    ["helpdesk.validate"] = "lua/helpdesk/validate.lua",
+  },
+  copy_directories = { "examples" },
+}
+test = {
+  type = "busted",
+}

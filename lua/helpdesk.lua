@@ -1,0 +1,67 @@
+--- feishu-helpdesk: the Feishu / Lark helpdesk message APIs for Lua.
+-- Every call returns its result, or nil and an error object (see README).
+local client = require "helpdesk.client"
+local config = require "helpdesk.config"
+
+local error = error
+
+local M = {
+  _VERSION = client.VERSION,
+  FEISHU_BASE_URL = config.FEISHU_BASE_URL,
+  LARK_BASE_URL = config.LARK_BASE_URL,
+}
+
+--- A new client: helpdesk.new{ app_id=, app_secret= | tenant_access_token=,
+-- helpdesk_id=, helpdesk_token=, base_url=, timeout=, connect_timeout=, … }
+function M.new(opts)
+  return client.new(opts)
+end
+
+local default_client
+
+--- Sets up the client behind the module functions; same options as new.
+function M.configure(opts)
+  local c, err = client.new(opts)
+  if not c then return nil, err end
+  if default_client then default_client:close() end
+  default_client = c
+  return c
+end
+
+-- The default client, made from FEISHU_* on first use.
+local function default()
+  if not default_client then
+    local c, err = client.new(config.from_env())
+    if not c then return nil, err end
+    default_client = c
+  end
+  return default_client
+end
+
+function M.send_ticket_message(ticket_id, msg, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:send_ticket_message(ticket_id, msg, opts)
+end
+
+function M.bot_message(msg, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:bot_message(msg, opts)
+end
+
+function M.list_ticket_messages(ticket_id, query, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:list_ticket_messages(ticket_id, query, opts)
+end
+
+--- Raises the error object when the default client cannot be made or a
+-- page fails, as client:ticket_messages does.
+function M.ticket_messages(ticket_id, query, opts)
+  local c, err = default()
+  if not c then error(err, 2) end
+  return c:ticket_messages(ticket_id, query, opts)
+end
+
+return M

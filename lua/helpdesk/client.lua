@@ -1,0 +1,295 @@
+-- A client: one libcurl handle (keep-alive), one tenant token, and the
+-- three helpdesk endpoints.
+local core = require "helpdesk.core"
+local config = require "helpdesk.config"
+local errors = require "helpdesk.errors"
+local json = require "helpdesk.json"
+local token = require "helpdesk.token"
+local transport = require "helpdesk.transport"
+local validate = require "helpdesk.validate"
+
+local type, pairs, setmetatable, tostring, error = type, pairs, setmetatable, tostring, error
+local concat, format = table.concat, string.format
+
+local M = {}
+
+M.VERSION = "0.1.0"
+local USER_AGENT = format("feishu-helpdesk/%s (%s; libcurl %s)", M.VERSION,
+  type(jit) == "table" and jit.version or _VERSION, core.curl_version)
+
+local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+
+-- Secrets live here, keyed by client, so that no dump of a client shows them.
+local private = setmetatable({}, { __mode = "k" })
+
+local Client = {}
+Client.__index = Client
+
+function Client.__tostring(c)
+  return format("helpdesk.client (%s, %s, helpdesk %s)", c.base_url,
+    c.app_id and "app " .. c.app_id or "fixed tenant token", c.helpdesk_id)
+end
+
+local function secrets_of(c)
+  local p = private[c]
+  local list = p.tokens:secrets()
+  list[#list + 1] = p.app_secret
+  list[#list + 1] = p.helpdesk_token
+  list[#list + 1] = p.helpdesk_auth
+  return list
+end
+
+local function core_request(c, method, url, headers, body, call)
+  local p = private[c]
+  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
+  return transport.exchange(p.handle, {
+    method = method, url = url, headers = headers, body = body,
+    timeout = call.timeout or c.timeout,
+    connect_timeout = call.connect_timeout or c.connect_timeout,
+    max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
+    insecure = c.insecure,
+  })
+end
+
+-- Fetches a tenant token: the helpdesk credential never goes to this endpoint.
+local function fetch_token(c, call_opts)
+  local p = private[c]
+  local body = json.encode({ app_id = c.app_id, app_secret = p.app_secret })
+  local obj, err = core_request(c, "POST", c.base_url .. TOKEN_PATH, {
+    ["Content-Type"] = "application/json; charset=utf-8",
+    ["User-Agent"] = USER_AGENT,
+    ["Accept"] = "application/json",
+  }, body, call_opts)
+  if not obj then return nil, err end
+  local tok, expire = obj.tenant_access_token, obj.expire
+  if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") or type(expire) ~= "number" or expire <= 0 then
+    return nil, errors.new("decode", { status = err.status, log_id = err.log_id,
+                                       msg = "token answer lacks tenant_access_token or expire" })
+  end
+  return tok, expire
+end
+
+function M.new(opts)
+  local cfg, err = config.check(opts)
+  if not cfg then return nil, err end
+  local handle, herr = core.new()
+  if not handle then return nil, errors.new("transport", { msg = herr }) end
+
+  local c = setmetatable({
+    base_url = cfg.base_url, app_id = cfg.app_id, helpdesk_id = cfg.helpdesk_id,
+    timeout = cfg.timeout, connect_timeout = cfg.connect_timeout,
+    max_body_size = cfg.max_body_size, ca_file = cfg.ca_file, ca_path = cfg.ca_path,
+    insecure = cfg.insecure,
+  }, Client)
+  local p = {
+    handle = handle,
+    app_secret = cfg.app_secret,
+    helpdesk_token = cfg.helpdesk_token,
+    helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
+  }
+  p.tokens = token.new({
+    fixed = cfg.tenant_access_token,
+    fetch = function(call_opts) return fetch_token(c, call_opts) end,
+    now = core.monotime,
+  })
+  private[c] = p
+  return c
+end
+
+local function query_string(q)
+  local parts = {}
+  for _, kv in pairs(q) do
+    parts[#parts + 1] = kv[1] .. "=" .. tostring(kv[2]):gsub("[^%w%-%._~]", function(ch)
+      return format("%%%02X", ch:byte())
+    end)
+  end
+  if #parts == 0 then return "" end
+  return "?" .. concat(parts, "&")
+end
+
+-- One helpdesk call with the token-invalid retry. query: a list of
+-- { name, value }. Returns the answer's data table and { status, log_id }.
+local function call(c, method, path, query, body, call_opts)
+  local p = private[c]
+  local url = c.base_url .. path .. query_string(query)
+  local obj, err
+  for attempt = 1, 2 do
+    local tok
+    tok, err = p.tokens:get(call_opts)
+    if not tok then break end
+    local headers = {
+      ["Authorization"] = "Bearer " .. tok,
+      ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
+      ["User-Agent"] = USER_AGENT,
+      ["Accept"] = "application/json",
+    }
+    if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
+    obj, err = core_request(c, method, url, headers, body, call_opts)
+    if obj then break end
+    -- A token-invalid answer means the request was not processed, so a
+    -- retry with a fresh token cannot duplicate a message.
+    if not (err.kind == "api" and token.INVALID_CODES[err.code] and attempt == 1
+            and p.tokens:refreshable()) then
+      break
+    end
+    p.tokens:invalidate(tok)
+  end
+  if not obj then return nil, errors.redact(err, secrets_of(c)) end
+  local meta = err
+  if type(obj.data) ~= "table" then return nil, M.decode_error("answer lacks data", meta) end
+  return obj.data, meta
+end
+
+function M.decode_error(msg, meta)
+  return errors.new("decode", { msg = msg, status = meta.status, log_id = meta.log_id })
+end
+
+local function message_result(data, meta)
+  if not data then return nil, meta end
+  if type(data.message_id) ~= "string" then
+    return nil, M.decode_error("answer lacks data.message_id", meta)
+  end
+  return data
+end
+
+local TICKET_MSG_FIELDS = { msg_type = true, content = true }
+
+function Client:send_ticket_message(ticket_id, msg, opts)
+  local id, err = validate.ticket_id(ticket_id)
+  if not id then return nil, err end
+  if type(msg) ~= "table" then return nil, errors.invalid("message", "must be a table") end
+  local ok, kerr = validate.known_keys("message", msg, TICKET_MSG_FIELDS)
+  if not ok then return nil, kerr end
+  local msg_type, terr = validate.ticket_msg_type(msg.msg_type)
+  if not msg_type then return nil, terr end
+  local content, cerr = validate.content(msg.content)
+  if not content then return nil, cerr end
+  local call_opts, oerr = validate.call_opts(opts)
+  if not call_opts then return nil, oerr end
+  local body = json.encode({ msg_type = msg_type, content = content })
+  return message_result(call(self, "POST", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages",
+                             {}, body, call_opts))
+end
+
+local BOT_MSG_FIELDS = { msg_type = true, content = true, receiver_id = true,
+                         receive_type = true, user_id_type = true }
+
+function Client:bot_message(msg, opts)
+  if type(msg) ~= "table" then return nil, errors.invalid("message", "must be a table") end
+  local ok, kerr = validate.known_keys("message", msg, BOT_MSG_FIELDS)
+  if not ok then return nil, kerr end
+  local msg_type, err = validate.bot_msg_type(msg.msg_type)
+  if not msg_type then return nil, err end
+  local content, cerr = validate.content(msg.content)
+  if not content then return nil, cerr end
+  local receiver_id, rerr = validate.receiver_id(msg.receiver_id)
+  if not receiver_id then return nil, rerr end
+  local receive_type, rterr = validate.receive_type(msg.receive_type or "chat")
+  if not receive_type then return nil, rterr end
+  local user_id_type, uerr = validate.user_id_type(msg.user_id_type or "open_id")
+  if not user_id_type then return nil, uerr end
+  local call_opts, oerr = validate.call_opts(opts)
+  if not call_opts then return nil, oerr end
+  local body = json.encode({ msg_type = msg_type, content = content,
+                             receiver_id = receiver_id, receive_type = receive_type })
+  return message_result(call(self, "POST", "/open-apis/helpdesk/v1/message",
+                             { { "user_id_type", user_id_type } }, body, call_opts))
+end
+
+local QUERY_FIELDS = { page = true, page_size = true, time_start = true, time_end = true }
+
+-- Checks a listing query; returns the clean query or nil, err.
+local function check_query(query)
+  if query == nil then return {} end
+  if type(query) ~= "table" then return nil, errors.invalid("query", "must be a table") end
+  local ok, err = validate.known_keys("query", query, QUERY_FIELDS)
+  if not ok then return nil, err end
+  local out = {}
+  local limits = { page = { 1 }, page_size = { 1, 200 }, time_start = { 0 }, time_end = { 0 } }
+  for k, lim in pairs(limits) do
+    if query[k] ~= nil then
+      local v, verr = validate.integer(k, query[k], lim[1], lim[2])
+      if not v then return nil, verr end
+      out[k] = v
+    end
+  end
+  if out.time_start and out.time_end and out.time_start > out.time_end then
+    return nil, errors.invalid("time_start", "must not be after time_end")
+  end
+  return out
+end
+
+local function list_page(c, id, q, call_opts)
+  local query = {}
+  for _, k in pairs({ "time_start", "time_end", "page", "page_size" }) do
+    if q[k] ~= nil then query[#query + 1] = { k, q[k] } end
+  end
+  local data, meta = call(c, "GET", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages", query, nil, call_opts)
+  if not data then return nil, meta end
+  local messages = data.messages
+  if messages == nil then messages = {} end
+  if type(messages) ~= "table" then
+    return nil, M.decode_error("answer's data.messages is not a list", meta)
+  end
+  for i = 1, #messages do
+    if type(messages[i]) ~= "table" then
+      return nil, M.decode_error("answer's data.messages holds a non-object", meta)
+    end
+  end
+  local total = data.total
+  if total ~= nil and type(total) ~= "number" then
+    return nil, M.decode_error("answer's data.total is not a number", meta)
+  end
+  return { messages = messages, total = total }
+end
+
+function Client:list_ticket_messages(ticket_id, query, opts)
+  local id, err = validate.ticket_id(ticket_id)
+  if not id then return nil, err end
+  local q, qerr = check_query(query)
+  if not q then return nil, qerr end
+  local call_opts, oerr = validate.call_opts(opts)
+  if not call_opts then return nil, oerr end
+  return list_page(self, id, q, call_opts)
+end
+
+-- An iterator over every message; raises the error object when a page
+-- fails (or the input is invalid), so a loop never ends as if complete.
+function Client:ticket_messages(ticket_id, query, opts)
+  local id, err = validate.ticket_id(ticket_id)
+  if not id then error(err, 2) end
+  local q, qerr = check_query(query)
+  if not q then error(qerr, 2) end
+  local call_opts, oerr = validate.call_opts(opts)
+  if not call_opts then error(oerr, 2) end
+  q.page = q.page or 1
+  q.page_size = q.page_size or 200
+
+  local buffer, i, seen, done = {}, 0, 0, false
+  return function()
+    if i < #buffer then
+      i = i + 1
+      return buffer[i]
+    end
+    if done then return nil end
+    local page, perr = list_page(self, id, q, call_opts)
+    if not page then error(perr, 0) end
+    buffer, i = page.messages, 0
+    seen = seen + #buffer
+    q.page = q.page + 1
+    if #buffer < q.page_size or (page.total and seen >= page.total) then done = true end
+    if #buffer == 0 then return nil end
+    i = 1
+    return buffer[1]
+  end
+end
+
+-- Releases the connection now rather than at garbage collection.
+function Client:close()
+  local p = private[self]
+  p.closed = true
+  p.handle:close()
+end
+
+M.Client = Client
+return M

@@ -1,0 +1,90 @@
+-- Client options: defaults, checks, and the FEISHU_* environment.
+local validate = require "helpdesk.validate"
+local errors = require "helpdesk.errors"
+
+local type, pairs, getenv = type, pairs, os.getenv
+
+local M = {}
+
+M.FEISHU_BASE_URL = "https://open.feishu.cn"
+M.LARK_BASE_URL = "https://open.larksuite.com"
+M.DEFAULT_MAX_BODY = 8 * 1024 * 1024
+
+local OPTIONS = {
+  base_url = true, app_id = true, app_secret = true, tenant_access_token = true,
+  helpdesk_id = true, helpdesk_token = true, timeout = true, connect_timeout = true,
+  max_body_size = true, ca_file = true, ca_path = true, insecure = true,
+}
+
+local ENV = {
+  base_url = "FEISHU_BASE_URL", app_id = "FEISHU_APP_ID", app_secret = "FEISHU_APP_SECRET",
+  tenant_access_token = "FEISHU_TENANT_ACCESS_TOKEN", helpdesk_id = "FEISHU_HELPDESK_ID",
+  helpdesk_token = "FEISHU_HELPDESK_TOKEN",
+}
+
+-- The options of the default client, read from the environment.
+function M.from_env()
+  local opts = {}
+  for k, name in pairs(ENV) do
+    local v = getenv(name)
+    if v ~= nil and v ~= "" then opts[k] = v end
+  end
+  return opts
+end
+
+local function check_secret(out, opts, k)
+  if opts[k] == nil then return true end
+  local v, err = validate.secret(k, opts[k])
+  if not v then return nil, err end
+  out[k] = v
+  return true
+end
+
+-- Returns a clean copy of opts with defaults filled in, or nil and an
+-- invalid error naming the field.
+function M.check(opts)
+  if type(opts) ~= "table" then return nil, errors.invalid("options", "must be a table") end
+  local ok, err = validate.known_keys("options", opts, OPTIONS)
+  if not ok then return nil, err end
+
+  local out = {}
+  out.base_url, err = validate.base_url(opts.base_url or M.FEISHU_BASE_URL)
+  if not out.base_url then return nil, err end
+
+  for _, k in pairs({ "app_id", "app_secret", "tenant_access_token", "helpdesk_id", "helpdesk_token" }) do
+    ok, err = check_secret(out, opts, k)
+    if not ok then return nil, err end
+  end
+  if out.tenant_access_token then
+    if out.app_id or out.app_secret then
+      return nil, errors.invalid("tenant_access_token", "cannot be given together with app_id and app_secret")
+    end
+  elseif not out.app_id then
+    return nil, errors.invalid("app_id", "is missing: give app_id and app_secret, or tenant_access_token")
+  elseif not out.app_secret then
+    return nil, errors.invalid("app_secret", "is missing")
+  end
+  if not out.helpdesk_id then return nil, errors.invalid("helpdesk_id", "is missing") end
+  if not out.helpdesk_token then return nil, errors.invalid("helpdesk_token", "is missing") end
+  if out.helpdesk_id:find(":", 1, true) then
+    return nil, errors.invalid("helpdesk_id", "must not contain ':'")
+  end
+
+  out.timeout, err = validate.seconds("timeout", opts.timeout or 30)
+  if not out.timeout then return nil, err end
+  out.connect_timeout, err = validate.seconds("connect_timeout", opts.connect_timeout or 5)
+  if not out.connect_timeout then return nil, err end
+  out.max_body_size, err = validate.integer("max_body_size", opts.max_body_size or M.DEFAULT_MAX_BODY, 1024)
+  if not out.max_body_size then return nil, err end
+  for _, k in pairs({ "ca_file", "ca_path" }) do
+    ok, err = check_secret(out, opts, k)
+    if not ok then return nil, err end
+  end
+  if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
+    return nil, errors.invalid("insecure", "must be a boolean")
+  end
+  out.insecure = opts.insecure == true
+  return out
+end
+
+return M

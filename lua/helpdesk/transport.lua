@@ -1,0 +1,82 @@
+-- One HTTP exchange through the C core, and the answer sorted into a
+-- decoded Feishu body or an error of kind transport, http, api or decode.
+local errors = require "helpdesk.errors"
+local json = require "helpdesk.json"
+
+local type, tostring = type, tostring
+local new_error = errors.new
+
+local M = {}
+
+local function log_id_of(headers, body)
+  local id = headers["x-tt-logid"] or headers["x-request-id"]
+  if id == nil and type(body) == "table" and type(body.error) == "table" then
+    id = body.error.log_id
+  end
+  return id
+end
+
+-- A short, printable excerpt of a body that is not what was expected.
+local function excerpt(body)
+  local s = body:sub(1, 120):gsub("[%c]+", " ")
+  if #body > 120 then s = s .. "…" end
+  return s
+end
+
+local function transport_error(info)
+  local msg = info.message or "transfer failed"
+  if info.sent then
+    msg = msg .. " (the request was sent: it may have been processed)"
+  end
+  return new_error("transport", {
+    msg = msg, curl_code = info.curl_code, sent = info.sent or false,
+    too_large = info.too_large or nil,
+  })
+end
+
+-- req: the core's request table. Returns the decoded JSON object and
+-- { status =, log_id = }, or nil and an error.
+function M.exchange(handle, req)
+  local status, body, headers = handle:request(req)
+  if not status then return nil, transport_error(body) end
+
+  local decoded = json.decode(body)
+  local obj = type(decoded) == "table" and decoded or nil
+  local log_id = log_id_of(headers, obj)
+  local meta = { status = status, log_id = log_id }
+  local code = obj and obj.code
+  local msg = obj and type(obj.msg) == "string" and obj.msg or nil
+
+  if status >= 200 and status < 300 then
+    if not obj then
+      return nil, new_error("decode", { status = status, log_id = log_id,
+        msg = "answer is not a JSON object: " .. excerpt(body) })
+    end
+    if type(code) ~= "number" then
+      return nil, new_error("decode", { status = status, log_id = log_id,
+        msg = "answer has no numeric code" })
+    end
+    if code ~= 0 then
+      return nil, new_error("api", { code = code, status = status, log_id = log_id,
+        msg = msg or "Feishu answered code " .. tostring(code) })
+    end
+    return obj, meta
+  end
+
+  -- A non-2xx answer with a Feishu body is an api error; anything else,
+  -- a redirect included, is an http error.
+  if type(code) == "number" and code ~= 0 then
+    return nil, new_error("api", { code = code, status = status, log_id = log_id,
+      msg = msg or "Feishu answered code " .. tostring(code) })
+  end
+  local what = "HTTP " .. status
+  if status >= 300 and status < 400 then
+    what = "unexpected redirect (not followed)"
+    if headers.location then what = what .. " to " .. excerpt(headers.location) end
+  elseif body ~= "" then
+    what = what .. ": " .. excerpt(body)
+  end
+  return nil, new_error("http", { status = status, log_id = log_id, msg = what })
+end
+
+return M

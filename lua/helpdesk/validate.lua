@@ -1,0 +1,128 @@
+-- Input checks, run before anything is sent. Each returns the cleaned value,
+-- or nil and an "invalid" error that names the field.
+local errors = require "helpdesk.errors"
+local json = require "helpdesk.json"
+
+local type, pairs, tostring, floor = type, pairs, tostring, math.floor
+local tointeger = math.tointeger or function(x) return x end
+local invalid = errors.invalid
+
+local M = {}
+
+local MAX_EXACT = 2 ^ 53
+
+function M.ticket_id(v)
+  if type(v) == "number" then
+    return nil, invalid("ticket_id", "must be a string of ASCII digits, not a number "
+      .. "(19-digit ids lose precision as Lua numbers)")
+  end
+  if type(v) ~= "string" or not v:match("^%d+$") or #v > 64 then
+    return nil, invalid("ticket_id", "must be a string of ASCII digits")
+  end
+  return v
+end
+
+-- A set of allowed strings; the error lists them in order.
+local function one_of(field, list)
+  local set = {}
+  for _, s in pairs(list) do set[s] = true end
+  local expected = "must be one of " .. table.concat(list, ", ")
+  return function(v)
+    if set[v] then return v end
+    return nil, invalid(field, expected)
+  end
+end
+
+M.ticket_msg_type = one_of("msg_type", { "text", "post" })
+M.bot_msg_type = one_of("msg_type", { "text", "post", "image", "interactive" })
+M.receive_type = one_of("receive_type", { "chat", "user" })
+M.user_id_type = one_of("user_id_type", { "open_id", "union_id", "user_id" })
+
+-- The content as the JSON text that goes on the wire (a JSON string in the
+-- body): a table is encoded; a string must already be JSON text of an object.
+function M.content(v)
+  if type(v) == "table" then
+    if v[1] ~= nil then return nil, invalid("content", "must be an object, not an array") end
+    local text, err = json.encode(v)
+    if not text then return nil, invalid("content", "cannot be encoded as JSON: " .. tostring(err)) end
+    return text
+  elseif type(v) == "string" then
+    if not v:match("^%s*{") or type(json.decode(v)) ~= "table" then
+      return nil, invalid("content", "must be JSON text of an object")
+    end
+    return v
+  end
+  return nil, invalid("content", "must be a table or JSON text of an object")
+end
+
+function M.receiver_id(v)
+  if type(v) ~= "string" or v == "" or v:find("[%s%c]") or #v > 256 then
+    return nil, invalid("receiver_id", "must be a non-empty id without whitespace or control characters")
+  end
+  return v
+end
+
+-- An integer in [min, max] (max optional); floats with an integral value are
+-- accepted and returned as integers.
+function M.integer(field, v, min, max)
+  if type(v) ~= "number" or v ~= floor(v) or v < -MAX_EXACT or v > MAX_EXACT then
+    return nil, invalid(field, "must be an integer")
+  end
+  if v < min then return nil, invalid(field, "must be at least " .. min) end
+  if max and v > max then return nil, invalid(field, "must be at most " .. max) end
+  return tointeger(v)
+end
+
+function M.seconds(field, v)
+  if type(v) ~= "number" or v ~= v or v <= 0 or v > 86400 then
+    return nil, invalid(field, "must be a number of seconds, above 0 and at most 86400")
+  end
+  return v
+end
+
+-- A credential or other header-bound string.
+function M.secret(field, v)
+  if type(v) ~= "string" or v == "" then return nil, invalid(field, "must be a non-empty string") end
+  if v:find("[\r\n%z]") then return nil, invalid(field, "must not contain CR, LF or NUL") end
+  return v
+end
+
+function M.base_url(v)
+  if type(v) ~= "string" or not v:match("^[hH][tT][tT][pP][sS]?://[^/?#]+") then
+    return nil, invalid("base_url", "must be an http:// or https:// URL")
+  end
+  if v:find("[%s%c?#]") then
+    return nil, invalid("base_url", "must not contain whitespace, control characters, '?' or '#'")
+  end
+  return (v:gsub("/+$", ""))
+end
+
+-- Rejects keys outside the allowed set, so a typo never goes unnoticed.
+function M.known_keys(what, t, allowed)
+  for k in pairs(t) do
+    if type(k) ~= "string" or not allowed[k] then
+      return nil, invalid(what, "has an unknown field " .. tostring(k))
+    end
+  end
+  return t
+end
+
+-- Per-call options: { timeout =, connect_timeout = }.
+local CALL_OPTS = { timeout = true, connect_timeout = true }
+function M.call_opts(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then return nil, invalid("opts", "must be a table") end
+  local ok, err = M.known_keys("opts", opts, CALL_OPTS)
+  if not ok then return nil, err end
+  local out = {}
+  for k in pairs(CALL_OPTS) do
+    if opts[k] ~= nil then
+      local v, verr = M.seconds(k, opts[k])
+      if not v then return nil, verr end
+      out[k] = v
+    end
+  end
+  return out
+end
+
+return M

@@ -1,0 +1,149 @@
+local core = require "helpdesk.core"
+local fake = require "fake"
+
+describe("helpdesk.core", function()
+  describe("base64", function()
+    it("encodes the RFC 4648 test vectors", function()
+      local vectors = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
+                        fooba = "Zm9vYmE=", foobar = "Zm9vYmFy" }
+      for input, want in pairs(vectors) do assert.are.equal(want, core.base64(input)) end
+    end)
+
+    it("encodes binary bytes and long input", function()
+      assert.are.equal("AP8=", core.base64("\0\255"))
+      local long = string.rep("helpdesk_id:helpdesk_token", 200)
+      local out = core.base64(long)
+      assert.are.equal(math.ceil(#long / 3) * 4, #out)
+      assert.are.equal(core.base64(long:sub(1, 768)), out:sub(1, 1024))
+    end)
+
+    it("raises on a non-string", function()
+      assert.has_error(function() core.base64({}) end)
+    end)
+  end)
+
+  describe("handle", function()
+    local h
+    before_each(function()
+      fake.reset()
+      h = assert(core.new())
+    end)
+    after_each(function() h:close() end)
+
+    it("makes a GET and returns status, body and lower-case headers", function()
+      local status, body, headers = h:request({ url = fake.url .. "/open-apis/helpdesk/v1/tickets/1/messages" })
+      assert.are.equal(400, status)
+      assert.matches('"code":99991661', body, 1, true)
+      assert.are.equal("application/json; charset=utf-8", headers["content-type"])
+      assert.matches("FAKE$", headers["x-tt-logid"])
+    end)
+
+    it("sends a POST body and the given headers as they are", function()
+      local status = h:request({
+        method = "POST", url = fake.url .. "/open-apis/auth/v3/tenant_access_token/internal",
+        headers = { ["Content-Type"] = "application/json", ["X-Custom"] = "a b  c" },
+        body = '{"app_id":"cli_fake_app","app_secret":"fake-app-secret"}',
+      })
+      assert.are.equal(200, status)
+      local r = fake.requests()[1]
+      assert.are.equal("POST", r.method)
+      assert.are.equal('{"app_id":"cli_fake_app","app_secret":"fake-app-secret"}', r.body)
+      assert.are.equal("a b  c", r.headers["x-custom"])
+    end)
+
+    it("reuses one connection for many requests (keep-alive)", function()
+      for _ = 1, 5 do
+        assert.are.equal(400, (h:request({ url = fake.url .. "/open-apis/helpdesk/v1/tickets/1/messages" })))
+      end
+      local reqs = fake.requests()
+      assert.are.equal(5, #reqs)
+      for i = 2, 5 do assert.are.equal(reqs[1].connection, reqs[i].connection) end
+      -- a second handle opens a connection of its own
+      local other = assert(core.new())
+      other:request({ url = fake.url .. "/open-apis/helpdesk/v1/tickets/1/messages" })
+      other:close()
+      assert.are_not.equal(reqs[1].connection, fake.requests()[6].connection)
+    end)
+
+    it("rejects CR, LF and NUL in header values and bad header names", function()
+      for _, bad in ipairs({ "a\r\nX-Injected: 1", "a\nb", "a\0b" }) do
+        assert.has_error(function()
+          h:request({ url = fake.url .. "/_fake/state", headers = { ["X-Test"] = bad } })
+        end)
+      end
+      assert.has_error(function()
+        h:request({ url = fake.url .. "/_fake/state", headers = { ["Bad Name"] = "x" } })
+      end)
+      assert.has_error(function() h:request({ url = fake.url .. "/\r\nX: y" }) end)
+      assert.are.equal(0, #fake.requests())
+    end)
+
+    it("rejects methods other than GET and POST", function()
+      assert.has_error(function() h:request({ method = "DELETE", url = fake.url }) end)
+    end)
+
+    it("reports a refused connection as not sent", function()
+      local ok, info = h:request({ url = fake.dead_url .. "/x", connect_timeout = 2 })
+      assert.is_nil(ok)
+      assert.are.equal(7, info.curl_code) -- CURLE_COULDNT_CONNECT
+      assert.is_false(info.sent)
+      assert.matches("connect", info.message)
+    end)
+
+    it("refuses schemes other than http and https", function()
+      local ok, info = h:request({ url = "file:///etc/passwd" })
+      assert.is_nil(ok)
+      assert.are.equal(1, info.curl_code) -- CURLE_UNSUPPORTED_PROTOCOL
+    end)
+
+    it("caps the response body", function()
+      fake.fault({ path = "/big", status = 200, body = string.rep("x", 100000) })
+      local ok, info = h:request({ url = fake.url .. "/big", max_body = 4096 })
+      assert.is_nil(ok)
+      assert.is_true(info.too_large)
+      assert.is_true(info.sent)
+      assert.matches("exceeds the limit", info.message)
+      -- and the handle works afterwards
+      assert.are.equal(200, (h:request({ url = fake.url .. "/_fake/state" })))
+    end)
+
+    it("does not follow redirects", function()
+      fake.fault({ path = "/moved", status = 302, headers = { Location = "http://example.invalid/" } })
+      local status, _, headers = h:request({ url = fake.url .. "/moved" })
+      assert.are.equal(302, status)
+      assert.are.equal("http://example.invalid/", headers.location)
+    end)
+
+    it("times out and then works again", function()
+      fake.fault({ path = "/slow", delay = 1, status = 200, body = "{}" })
+      local ok, info = h:request({ url = fake.url .. "/slow", timeout = 0.2 })
+      assert.is_nil(ok)
+      assert.are.equal(28, info.curl_code) -- CURLE_OPERATION_TIMEDOUT
+      assert.is_true(info.sent)
+      assert.are.equal(200, (h:request({ url = fake.url .. "/_fake/state" })))
+    end)
+
+    it("closes once, however often close is called", function()
+      h:close()
+      h:close()
+      assert.matches("closed", tostring(h))
+      assert.has_error(function() h:request({ url = fake.url }) end, nil)
+    end)
+
+    it("frees handles that are only collected", function()
+      for _ = 1, 50 do
+        local x = assert(core.new())
+        assert.are.equal(200, (x:request({ url = fake.url .. "/_fake/state" })))
+      end
+      collectgarbage()
+      collectgarbage()
+      assert.matches("open", tostring(h))
+    end)
+  end)
+
+  it("has a monotonic clock and a sleep", function()
+    local t0 = core.monotime()
+    core.sleep(0.01)
+    assert.is_true(core.monotime() - t0 >= 0.009)
+  end)
+end)

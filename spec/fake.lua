@@ -1,0 +1,66 @@
+-- The specs' side of the fake Feishu (fake/feishu_fake.lua): its URL, its
+-- credentials, and its /_fake/* control endpoints, over real HTTP.
+local core = require "helpdesk.core"
+local cjson = require "cjson.safe"
+local helpdesk = require "helpdesk"
+
+local M = {}
+
+M.url = os.getenv("FEISHU_FAKE_URL")
+  or error("run the specs through fake/fakefeishu run (make test)")
+
+M.APP_ID = "cli_fake_app"
+M.APP_SECRET = "fake-app-secret"
+M.HELPDESK_ID = "6939767543285809180"
+M.HELPDESK_TOKEN = "fake-helpdesk-token"
+M.TICKET = "6948728206392295444"
+
+local handle = assert(core.new())
+
+function M.control(name, body)
+  local status, text = handle:request({
+    method = body and "POST" or "GET",
+    url = M.url .. "/_fake/" .. name,
+    body = body and cjson.encode(body) or nil,
+    headers = { ["Content-Type"] = "application/json" },
+  })
+  assert(status == 200, "fake control " .. name .. " failed: " .. tostring(status))
+  return cjson.decode(text)
+end
+
+function M.reset() return M.control("reset", {}) end
+function M.requests() return M.control("requests") end
+function M.state() return M.control("state") end
+function M.config(t) return M.control("config", t) end
+function M.ticket(t) return M.control("ticket", t) end
+function M.fault(t) return M.control("fault", t) end
+function M.bot_messages() return M.control("bot_messages") end
+
+-- Requests the fake received on paths that start with prefix.
+function M.requests_to(prefix)
+  local out = {}
+  for _, r in ipairs(M.requests()) do
+    if r.path:sub(1, #prefix) == prefix then out[#out + 1] = r end
+  end
+  return out
+end
+
+function M.options(overrides)
+  local o = {
+    base_url = M.url, app_id = M.APP_ID, app_secret = M.APP_SECRET,
+    helpdesk_id = M.HELPDESK_ID, helpdesk_token = M.HELPDESK_TOKEN,
+  }
+  for k, v in pairs(overrides or {}) do
+    if v == false and k ~= "insecure" then o[k] = nil else o[k] = v end
+  end
+  return o
+end
+
+function M.client(overrides)
+  return assert(helpdesk.new(M.options(overrides)))
+end
+
+-- Nothing listens on loopback port 1: a connection there is refused at once.
+M.dead_url = "http://127.0.0.1:1"
+
+return M

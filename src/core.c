@@ -1,0 +1,406 @@
+/* helpdesk.core: the HTTP primitives of feishu-helpdesk over libcurl.
+ * It knows nothing of Feishu; the Lua modules under lua/ hold all policy. */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <pthread.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "compat.h"
+#include "wire.h"
+
+#define HANDLE_MT "helpdesk.core.handle"
+#define DEFAULT_MAX_BODY (8 * 1024 * 1024)
+#define MAX_HEAD (64 * 1024)
+
+typedef struct {
+  CURL *curl;
+  struct curl_slist *headers; /* of the current request; freed by the next */
+  hd_buf body, head;
+  int body_failed, head_failed; /* hd_buf_append result that stopped it */
+  char errbuf[CURL_ERROR_SIZE];
+} handle;
+
+static pthread_once_t global_once = PTHREAD_ONCE_INIT;
+static CURLcode global_rc = CURLE_FAILED_INIT;
+
+static void global_init(void) { global_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+
+static handle *check_handle(lua_State *L) {
+  handle *h = (handle *)luaL_checkudata(L, 1, HANDLE_MT);
+  if (h->curl == NULL) luaL_argerror(L, 1, "handle is closed");
+  return h;
+}
+
+/* --- libcurl callbacks: plain C, never touch Lua (no longjmp through curl) */
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud) {
+  handle *h = (handle *)ud;
+  int rc = hd_buf_append(&h->body, p, size * n);
+  if (rc != 0) {
+    h->body_failed = rc;
+    return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  return size * n;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud) {
+  handle *h = (handle *)ud;
+  int rc;
+  /* keep only the last head (after a 100 Continue, say) */
+  if (size * n >= 5 && memcmp(p, "HTTP/", 5) == 0) h->head.len = 0;
+  rc = hd_buf_append(&h->head, p, size * n);
+  if (rc != 0) {
+    h->head_failed = rc;
+    return 0;
+  }
+  return size * n;
+}
+
+/* --- request building */
+
+static void set_headers(lua_State *L, handle *h, int idx) {
+  curl_slist_free_all(h->headers);
+  h->headers = NULL;
+  if (lua_isnoneornil(L, idx)) return;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t nlen, vlen;
+    const char *name, *value;
+    struct curl_slist *next;
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+      luaL_error(L, "headers must map strings to strings");
+    name = lua_tolstring(L, -2, &nlen);
+    value = lua_tolstring(L, -1, &vlen);
+    if (!hd_is_token(name, nlen)) luaL_error(L, "invalid header name");
+    if (hd_has_crlf_nul(value, vlen))
+      luaL_error(L, "header %s has CR, LF or NUL in its value", name);
+    lua_pushfstring(L, "%s: %s", name, value);
+    next = curl_slist_append(h->headers, lua_tostring(L, -1));
+    if (next == NULL) luaL_error(L, "out of memory");
+    h->headers = next; /* owned by h at once, so an error above cannot leak it */
+    lua_pop(L, 2);
+  }
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *key) {
+  const char *s;
+  size_t n;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "option %s must be a string", key);
+  s = lua_tolstring(L, -1, &n);
+  if (strlen(s) != n || hd_has_crlf_nul(s, n))
+    luaL_error(L, "option %s has CR, LF or NUL", key);
+  lua_pop(L, 1); /* still anchored in the options table */
+  return s;
+}
+
+static double opt_number(lua_State *L, int idx, const char *key, double def) {
+  double v;
+  lua_getfield(L, idx, key);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return def;
+  }
+  if (lua_type(L, -1) != LUA_TNUMBER) luaL_error(L, "option %s must be a number", key);
+  v = lua_tonumber(L, -1);
+  lua_pop(L, 1);
+  if (!(v >= 0)) luaL_error(L, "option %s must not be negative", key);
+  return v;
+}
+
+static long to_ms(double seconds) {
+  double ms = seconds * 1000.0;
+  if (ms > 2147483647.0) return 2147483647L;
+  if (seconds > 0 && ms < 1) return 1;
+  return (long)ms;
+}
+
+static void push_headers(lua_State *L, const hd_buf *head) {
+  size_t pos = 0, i;
+  hd_field f;
+  char name[256];
+  lua_newtable(L);
+  if (head->data == NULL) return;
+  while (hd_next_field(head->data, head->len, &pos, &f)) {
+    if (f.name_len >= sizeof name) continue;
+    for (i = 0; i < f.name_len; i++) {
+      char c = f.name[i];
+      name[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    lua_pushlstring(L, name, f.name_len);
+    lua_pushvalue(L, -1);
+    lua_rawget(L, -3);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      lua_pushlstring(L, f.value, f.value_len);
+    } else { /* a repeated field joins its values, as RFC 9110 allows */
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, f.value, f.value_len);
+      lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+  }
+}
+
+/* Pushes nil and an error table; returns 2. */
+static int push_failure(lua_State *L, handle *h, CURLcode rc) {
+  long request_size = 0;
+  curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size);
+  lua_pushnil(L);
+  lua_createtable(L, 0, 5);
+  if (h->body_failed == -1) {
+    lua_pushliteral(L, "response body exceeds the limit");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -3, "too_large");
+  } else if (h->head_failed == -1) {
+    lua_pushliteral(L, "response headers exceed the limit");
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -3, "too_large");
+  } else if (h->body_failed == -2 || h->head_failed == -2) {
+    lua_pushliteral(L, "out of memory reading the response");
+  } else if (h->errbuf[0]) {
+    size_t n = strlen(h->errbuf);
+    while (n && (h->errbuf[n - 1] == '\n' || h->errbuf[n - 1] == ' ')) n--;
+    lua_pushlstring(L, h->errbuf, n);
+  } else {
+    lua_pushstring(L, curl_easy_strerror(rc));
+  }
+  lua_setfield(L, -2, "message");
+  lua_pushinteger(L, (lua_Integer)rc);
+  lua_setfield(L, -2, "curl_code");
+  lua_pushstring(L, curl_easy_strerror(rc));
+  lua_setfield(L, -2, "curl_error");
+  lua_pushboolean(L, request_size > 0);
+  lua_setfield(L, -2, "sent");
+  return 2;
+}
+
+/*
+ * handle:request{ method=, url=, headers=, body=, timeout=, connect_timeout=,
+ *                 max_body=, ca_file=, ca_path=, insecure=, proxy= }
+ * -> status, body, headers (lower-case names)
+ * -> nil, { message=, curl_code=, curl_error=, sent=, too_large= }
+ * Misuse (bad option types, CR/LF/NUL in a header) raises.
+ */
+static int handle_request(lua_State *L) {
+  handle *h = check_handle(L);
+  CURL *c = h->curl;
+  const char *method, *url, *ca_file, *ca_path, *proxy, *body = NULL;
+  size_t url_len, body_len = 0;
+  double timeout, connect_timeout, max_body;
+  int insecure;
+  long status = 0;
+  CURLcode rc;
+
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_settop(L, 2);
+  method = opt_string(L, 2, "method");
+  if (method == NULL) method = "GET";
+  if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
+    return luaL_error(L, "method must be GET or POST");
+  lua_getfield(L, 2, "url"); /* index 3: anchors the url */
+  url = lua_tolstring(L, 3, &url_len);
+  if (url == NULL || lua_type(L, 3) != LUA_TSTRING) return luaL_error(L, "url must be a string");
+  if (hd_has_crlf_nul(url, url_len) || strchr(url, ' '))
+    return luaL_error(L, "url has a space, CR, LF or NUL");
+  lua_getfield(L, 2, "body"); /* index 4: anchors the body during the transfer */
+  if (!lua_isnil(L, 4)) {
+    if (lua_type(L, 4) != LUA_TSTRING) return luaL_error(L, "body must be a string");
+    body = lua_tolstring(L, 4, &body_len);
+  }
+  lua_getfield(L, 2, "headers"); /* index 5 */
+  ca_file = opt_string(L, 2, "ca_file");
+  ca_path = opt_string(L, 2, "ca_path");
+  proxy = opt_string(L, 2, "proxy");
+  timeout = opt_number(L, 2, "timeout", 30);
+  connect_timeout = opt_number(L, 2, "connect_timeout", 5);
+  max_body = opt_number(L, 2, "max_body", DEFAULT_MAX_BODY);
+  lua_getfield(L, 2, "insecure");
+  insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  set_headers(L, h, 5);
+
+  /* A reset keeps the connection cache, so keep-alive survives it, and no
+   * option of an earlier request leaks into this one. */
+  curl_easy_reset(c);
+  h->body.len = h->head.len = 0;
+  h->body.limit = max_body >= (double)SIZE_MAX ? SIZE_MAX : (size_t)max_body;
+  h->head.limit = MAX_HEAD;
+  h->body_failed = h->head_failed = 0;
+  h->errbuf[0] = '\0';
+
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, h->errbuf);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_URL, url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(timeout));
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, to_ms(connect_timeout));
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, insecure ? 0L : 1L);
+  curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, insecure ? 0L : 2L);
+  if (ca_file) curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
+  if (ca_path) curl_easy_setopt(c, CURLOPT_CAPATH, ca_path);
+  if (proxy) curl_easy_setopt(c, CURLOPT_PROXY, proxy);
+  curl_easy_setopt(c, CURLOPT_HTTPHEADER, h->headers);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, h);
+  curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
+  if (strcmp(method, "POST") == 0) {
+    curl_easy_setopt(c, CURLOPT_POST, 1L);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+  } else {
+    curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
+  }
+
+  rc = curl_easy_perform(c);
+  if (rc != CURLE_OK) return push_failure(L, h, rc);
+  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);
+  push_headers(L, &h->head);
+  /* do not keep a large answer's memory for the life of the client */
+  if (h->body.cap > 1024 * 1024) hd_buf_free(&h->body);
+  return 3;
+}
+
+/* handle:close() -- also __gc and __close; safe to call more than once */
+static int handle_close(lua_State *L) {
+  handle *h = (handle *)luaL_checkudata(L, 1, HANDLE_MT);
+  if (h->curl) {
+    curl_easy_cleanup(h->curl);
+    h->curl = NULL;
+  }
+  curl_slist_free_all(h->headers);
+  h->headers = NULL;
+  hd_buf_free(&h->body);
+  hd_buf_free(&h->head);
+  return 0;
+}
+
+/* tostring(handle) */
+static int handle_tostring(lua_State *L) {
+  handle *h = (handle *)luaL_checkudata(L, 1, HANDLE_MT);
+  lua_pushfstring(L, "helpdesk.core.handle (%s)", h->curl ? "open" : "closed");
+  return 1;
+}
+
+/* core.new() -> handle | nil, message */
+static int core_new(lua_State *L) {
+  handle *h;
+  pthread_once(&global_once, global_init);
+  if (global_rc != CURLE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
+    return 2;
+  }
+  h = (handle *)lua_newuserdata(L, sizeof *h);
+  memset(h, 0, sizeof *h);
+  luaL_getmetatable(L, HANDLE_MT);
+  lua_setmetatable(L, -2);
+  h->curl = curl_easy_init();
+  if (h->curl == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "curl_easy_init failed");
+    return 2;
+  }
+  return 1;
+}
+
+/* core.base64(s) -> padded base64 text of s */
+static int core_base64(lua_State *L) {
+  size_t n, out_len;
+  const char *s = luaL_checklstring(L, 1, &n);
+  luaL_Buffer b;
+  out_len = hd_base64_len(n);
+  if (n && out_len == 0) return luaL_error(L, "string too long");
+  luaL_buffinit(L, &b);
+  /* in chunks, so no buffer larger than LUAL_BUFFERSIZE is needed */
+  while (n) {
+    size_t take = n > 768 ? 768 : n; /* a multiple of 3 */
+    char out[1024];
+    hd_base64_encode((const unsigned char *)s, take, out);
+    luaL_addlstring(&b, out, hd_base64_len(take));
+    s += take;
+    n -= take;
+  }
+  luaL_pushresult(&b);
+  return 1;
+}
+
+/* core.monotime() -> seconds of a monotonic clock, as a number */
+static int core_monotime(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+  return 1;
+}
+
+/* core.sleep(seconds) -- blocks the thread; OpenResty code uses ngx.sleep */
+static int core_sleep(lua_State *L) {
+  double s = luaL_checknumber(L, 1);
+  struct timespec ts;
+  if (!(s > 0)) return 0;
+  if (s > 86400) s = 86400;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+  return 0;
+}
+
+static const luaL_Reg handle_methods[] = {
+    {"request", handle_request},
+    {"close", handle_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg handle_meta[] = {
+    {"__gc", handle_close},
+#if LUA_VERSION_NUM >= 504
+    {"__close", handle_close},
+#endif
+    {"__tostring", handle_tostring},
+    {NULL, NULL},
+};
+
+static const luaL_Reg core_functions[] = {
+    {"new", core_new},
+    {"base64", core_base64},
+    {"monotime", core_monotime},
+    {"sleep", core_sleep},
+    {NULL, NULL},
+};
+
+int luaopen_helpdesk_core(lua_State *L) {
+  if (luaL_newmetatable(L, HANDLE_MT)) {
+    luaL_setfuncs(L, handle_meta, 0);
+    luaL_newlib(L, handle_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "helpdesk.core.handle");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  luaL_newlib(L, core_functions);
+  lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

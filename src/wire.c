@@ -1,0 +1,102 @@
+#include "wire.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+int hd_buf_append(hd_buf *b, const char *p, size_t n) {
+  if (n > b->limit || b->len > b->limit - n) return -1;
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap ? b->cap : 4096;
+    char *d;
+    while (cap < b->len + n) cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
+    if (cap > b->limit) cap = b->limit;
+    d = realloc(b->data, cap);
+    if (d == NULL) return -2;
+    b->data = d;
+    b->cap = cap;
+  }
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return 0;
+}
+
+void hd_buf_free(hd_buf *b) {
+  free(b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t hd_base64_len(size_t n) {
+  size_t groups = n / 3 + (n % 3 != 0);
+  if (groups > SIZE_MAX / 4) return 0;
+  return groups * 4;
+}
+
+void hd_base64_encode(const unsigned char *in, size_t n, char *out) {
+  size_t i = 0;
+  for (; i + 2 < n; i += 3) {
+    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+    *out++ = b64[v >> 18];
+    *out++ = b64[(v >> 12) & 63];
+    *out++ = b64[(v >> 6) & 63];
+    *out++ = b64[v & 63];
+  }
+  if (i < n) {
+    uint32_t v = (uint32_t)in[i] << 16;
+    if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+    *out++ = b64[v >> 18];
+    *out++ = b64[(v >> 12) & 63];
+    *out++ = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+    *out++ = '=';
+  }
+}
+
+static int is_space(char c) { return c == ' ' || c == '\t'; }
+
+int hd_next_field(const char *buf, size_t len, size_t *pos, hd_field *f) {
+  while (*pos < len) {
+    const char *line = buf + *pos;
+    const char *nl = memchr(line, '\n', len - *pos);
+    size_t n = nl ? (size_t)(nl - line) : len - *pos;
+    const char *colon;
+    *pos += nl ? n + 1 : n;
+    if (n && line[n - 1] == '\r') n--;
+    colon = memchr(line, ':', n);
+    /* the status line, the blank end line and obs-folded or broken lines */
+    if (colon == NULL || colon == line || !hd_is_token(line, (size_t)(colon - line)))
+      continue;
+    f->name = line;
+    f->name_len = (size_t)(colon - line);
+    f->value = colon + 1;
+    f->value_len = n - f->name_len - 1;
+    while (f->value_len && is_space(*f->value)) f->value++, f->value_len--;
+    while (f->value_len && is_space(f->value[f->value_len - 1])) f->value_len--;
+    return 1;
+  }
+  return 0;
+}
+
+int hd_has_crlf_nul(const char *s, size_t n) {
+  size_t i;
+  for (i = 0; i < n; i++)
+    if (s[i] == '\r' || s[i] == '\n' || s[i] == '\0') return 1;
+  return 0;
+}
+
+int hd_is_token(const char *s, size_t n) {
+  size_t i;
+  if (n == 0) return 0;
+  for (i = 0; i < n; i++) {
+    unsigned char c = (unsigned char)s[i];
+    if (c >= 'a' && c <= 'z') continue;
+    if (c >= 'A' && c <= 'Z') continue;
+    if (c >= '0' && c <= '9') continue;
+    if (c && strchr("!#$%&'*+-.^_`|~", c)) continue;
+    return 0;
+  }
+  return 1;
+}
