@@ -94,10 +94,16 @@ local function record(body)
   }
 end
 
--- A fault set through /_fake/fault answers the next matching request(s).
+-- A fault set through /_fake/fault answers the next matching request(s):
+-- { path =, method =, skip = n requests first, times =, status =, body =,
+--   headers =, delay = seconds, close = true }
 local function take_fault(method, path)
   for i, f in ipairs(state.faults) do
     if (not f.method or f.method == method) and (not f.path or path:find(f.path, 1, true)) then
+      if (f.skip or 0) > 0 then
+        f.skip = f.skip - 1
+        return nil
+      end
       f.times = (f.times or 1) - 1
       if f.times <= 0 then table.remove(state.faults, i) end
       return f

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +23,8 @@ typedef struct {
   CURL *curl;
   struct curl_slist *headers; /* of the current request; freed by the next */
   hd_buf body, head;
+  const char *post; /* the POST body, anchored on the Lua stack during perform */
+  size_t post_len, post_pos;
   int body_failed, head_failed; /* hd_buf_append result that stopped it */
   char errbuf[CURL_ERROR_SIZE];
 } handle;
@@ -60,6 +63,23 @@ static size_t on_header(char *p, size_t size, size_t n, void *ud) {
     return 0;
   }
   return size * n;
+}
+
+static size_t on_read(char *p, size_t size, size_t n, void *ud) {
+  handle *h = (handle *)ud;
+  size_t left = h->post_len - h->post_pos, take = size * n < left ? size * n : left;
+  memcpy(p, h->post + h->post_pos, take);
+  h->post_pos += take;
+  return take;
+}
+
+/* libcurl rewinds a body to resend it when a reused connection dies before
+ * the answer. A POST that went out may have been processed, so refuse: the
+ * transfer fails (CURLE_SEND_FAIL_REWIND) instead of sending it twice. */
+static int on_seek(void *ud, curl_off_t offset, int origin) {
+  handle *h = (handle *)ud;
+  if (offset == 0 && origin == SEEK_SET && h->post_pos == 0) return CURL_SEEKFUNC_OK;
+  return CURL_SEEKFUNC_CANTSEEK;
 }
 
 /* --- request building */
@@ -230,6 +250,12 @@ static int handle_request(lua_State *L) {
   insecure = lua_toboolean(L, -1);
   lua_pop(L, 1);
   set_headers(L, h, 5);
+  if (strcmp(method, "POST") == 0) {
+    /* no "Expect: 100-continue" round trip */
+    struct curl_slist *next = curl_slist_append(h->headers, "Expect:");
+    if (next == NULL) return luaL_error(L, "out of memory");
+    h->headers = next;
+  }
 
   /* A reset keeps the connection cache, so keep-alive survives it, and no
    * option of an earlier request leaks into this one. */
@@ -264,14 +290,21 @@ static int handle_request(lua_State *L) {
   curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
   curl_easy_setopt(c, CURLOPT_HEADERDATA, h);
   if (strcmp(method, "POST") == 0) {
+    h->post = body ? body : "";
+    h->post_len = body_len;
+    h->post_pos = 0;
     curl_easy_setopt(c, CURLOPT_POST, 1L);
     curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
+    curl_easy_setopt(c, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(c, CURLOPT_READDATA, h);
+    curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
+    curl_easy_setopt(c, CURLOPT_SEEKDATA, h);
   } else {
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   }
 
   rc = curl_easy_perform(c);
+  h->post = NULL;
   if (rc != CURLE_OK) return push_failure(L, h, rc);
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   lua_pushinteger(L, (lua_Integer)status);

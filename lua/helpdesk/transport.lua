@@ -23,8 +23,14 @@ local function excerpt(body)
   return s
 end
 
+-- CURLE_SEND_FAIL_REWIND: the core refused libcurl's resend of a POST.
+local CURLE_SEND_FAIL_REWIND = 65
+
 local function transport_error(info)
   local msg = info.message or "transfer failed"
+  if info.curl_code == CURLE_SEND_FAIL_REWIND then
+    msg = "the connection closed before an answer; not resent"
+  end
   if info.sent then
     msg = msg .. " (the request was sent: it may have been processed)"
   end

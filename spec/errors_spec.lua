@@ -1,0 +1,162 @@
+local cjson = require "cjson"
+local errors = require "helpdesk.errors"
+local fake = require "fake"
+local helpdesk = require "helpdesk"
+
+local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
+local TEXT = { msg_type = "text", content = { text = "hi" } }
+
+-- No secret of the fake's credentials may show in any text of an error.
+local function assert_no_secret(err, client)
+  local texts = { tostring(err), tostring(client) }
+  for _, v in pairs(err) do texts[#texts + 1] = tostring(v) end
+  local secrets = { fake.APP_SECRET, fake.HELPDESK_TOKEN, "t-fake" }
+  for _, text in ipairs(texts) do
+    for _, s in ipairs(secrets) do assert.is_nil(text:find(s, 1, true), text) end
+  end
+end
+
+describe("errors", function()
+  local client
+  before_each(function()
+    fake.reset()
+    client = fake.client()
+  end)
+
+  it("reads as one line with kind, code, status, message and log id", function()
+    local e = errors.new("api", { code = 154401, status = 401, msg = "Ticket already be closed", log_id = "L1" })
+    assert.are.equal("helpdesk api error 154401 (HTTP 401): Ticket already be closed [log_id L1]", tostring(e))
+    assert.are.equal("helpdesk invalid error: ticket_id must be x", tostring(errors.invalid("ticket_id", "must be x")))
+    assert.is_true(errors.is(e))
+    assert.is_false(errors.is({ kind = "api" }))
+  end)
+
+  it("is a transport error when nothing listens, and says it was not sent", function()
+    local c = fake.client({ base_url = fake.dead_url })
+    local data, err = c:send_ticket_message(fake.TICKET, TEXT)
+    assert.is_nil(data)
+    assert.are.equal("transport", err.kind)
+    assert.is_false(err.sent)
+    assert.are.equal(7, err.curl_code)
+    assert.matches("^helpdesk transport error: Failed to connect", tostring(err))
+    assert_no_secret(err, c)
+  end)
+
+  it("is an http error for a 5xx with an HTML body", function()
+    fake.fault({ path = PATH, status = 503, body = "<html><body>Service Unavailable</body></html>" })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("http", err.kind)
+    assert.are.equal(503, err.status)
+    assert.is_nil(err.code)
+    assert.matches("FAKE$", err.log_id)
+    assert.matches("Service Unavailable", err.msg)
+    assert_no_secret(err, client)
+    assert.are.equal(1, #fake.requests_to(PATH)) -- a POST is not repeated
+  end)
+
+  it("is an http error for a redirect, which is not followed", function()
+    fake.fault({ path = PATH, status = 302, headers = { Location = "http://evil.invalid/steal" } })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("http", err.kind)
+    assert.are.equal(302, err.status)
+    assert.matches("redirect", err.msg)
+    assert.are.equal(1, #fake.requests_to(PATH))
+  end)
+
+  it("is an api error for a 4xx or 5xx with a Feishu body", function()
+    fake.fault({ path = PATH, status = 500, body = '{"code":155000,"msg":"Internal error"}' })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("api", err.kind)
+    assert.are.equal(155000, err.code)
+    assert.are.equal(500, err.status)
+  end)
+
+  it("is a decode error for a 200 that is not JSON", function()
+    fake.fault({ path = PATH, status = 200, body = "OK" })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("decode", err.kind)
+    assert.are.equal(200, err.status)
+    assert.matches("not a JSON object: OK", err.msg)
+  end)
+
+  it("is a decode error for code 0 without data, or without message_id", function()
+    fake.fault({ path = PATH, status = 200, body = '{"code":0,"msg":"success"}' })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("decode", err.kind)
+    assert.matches("lacks data", err.msg)
+    fake.fault({ path = PATH, status = 200, body = '{"code":0,"msg":"success","data":{}}' })
+    _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("decode", err.kind)
+    assert.matches("message_id", err.msg)
+    assert.matches("FAKE$", err.log_id)
+  end)
+
+  it("is a decode error for a listing whose messages are not a list", function()
+    fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"data":{"messages":"x","total":1}}' })
+    local _, err = client:list_ticket_messages(fake.TICKET)
+    assert.are.equal("decode", err.kind)
+  end)
+
+  it("takes the log id from X-Request-Id when X-Tt-Logid is absent", function()
+    fake.fault({ path = PATH, status = 400, logid = false, headers = { ["X-Request-Id"] = "req-42" },
+                 body = '{"code":154000,"msg":"Bad request"}' })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("req-42", err.log_id)
+  end)
+
+  it("never shows a secret, even when a server echoes one", function()
+    fake.fault({ path = PATH, status = 400, body = cjson.encode({ code = 154001,
+      msg = "bad credential " .. fake.HELPDESK_TOKEN .. " / " .. fake.APP_SECRET }) })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("api", err.kind)
+    assert.matches("bad credential %*%*%* / %*%*%*", err.msg)
+    assert_no_secret(err, client)
+  end)
+
+  it("is a transport error when the answer is larger than max_body_size", function()
+    local c = fake.client({ max_body_size = 2048 })
+    fake.fault({ path = PATH, method = "GET", status = 200, body = string.rep(" ", 10000) .. "{}" })
+    local _, err = c:list_ticket_messages(fake.TICKET)
+    assert.are.equal("transport", err.kind)
+    assert.is_true(err.too_large)
+    assert(c:list_ticket_messages(fake.TICKET))
+  end)
+
+  it("is an error for a closed client, not a crash", function()
+    client:close()
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("invalid", err.kind)
+    assert.matches("closed", err.msg)
+  end)
+
+  it("never resends a POST whose connection died before the answer", function()
+    assert(client:send_ticket_message(fake.TICKET, TEXT)) -- so the next one reuses the connection
+    fake.fault({ path = PATH, close = true })
+    local _, err = client:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("transport", err.kind)
+    assert.is_true(err.sent)
+    assert.matches("may have been processed", tostring(err))
+    assert.are.equal(2, #fake.requests_to(PATH)) -- libcurl's own resend was refused
+    -- and the client works for the next call
+    assert(client:send_ticket_message(fake.TICKET, TEXT))
+    assert.are.equal(2, fake.state().ticket_messages[fake.TICKET])
+  end)
+
+  it("lets libcurl retry a GET on a connection that died", function()
+    assert(client:list_ticket_messages(fake.TICKET))
+    fake.fault({ path = PATH, method = "GET", close = true })
+    assert(client:list_ticket_messages(fake.TICKET))
+    assert.are.equal(3, #fake.requests_to(PATH))
+  end)
+
+  it("shows no secret in tostring(client)", function()
+    local text = tostring(client)
+    assert.matches("^helpdesk.client %(http://127.0.0.1:%d+, app cli_fake_app, helpdesk 6939767543285809180%)$", text)
+    for k, v in pairs(client) do
+      assert.is_nil(tostring(v):find(fake.APP_SECRET, 1, true), k)
+      assert.is_nil(tostring(v):find(fake.HELPDESK_TOKEN, 1, true), k)
+    end
+    assert.is_nil(helpdesk.new(fake.options({ app_id = false, app_secret = false,
+      tenant_access_token = "t-secret-fixed" })):__tostring():find("t-secret-fixed", 1, true))
+  end)
+end)

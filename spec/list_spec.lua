@@ -1,0 +1,116 @@
+local fake = require "fake"
+
+local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
+local FIELDS = { "id", "message_id", "message_type", "created_at", "content", "user_name", "avatar_url", "user_id" }
+
+describe("listing", function()
+  local client
+  before_each(function()
+    fake.reset()
+    client = fake.client()
+  end)
+
+  describe("client:list_ticket_messages", function()
+    it("returns one page with total and the documented fields", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 30, start = 1617960686, step = 10 })
+      local page, err = client:list_ticket_messages(fake.TICKET, { page = 2, page_size = 20 })
+      assert.is_nil(err)
+      assert.are.equal(30, page.total)
+      assert.are.equal(10, #page.messages)
+      local m = page.messages[1]
+      for _, f in ipairs(FIELDS) do assert.is_not_nil(m[f], f) end
+      assert.are.equal((1617960686 + 200) * 1000, m.created_at)
+      assert.are.equal("string", type(m.id))
+      assert.are.equal(19, #m.id)
+      assert.are.equal("page=2&page_size=20", fake.requests_to(PATH)[1].query)
+      if math.type then
+        assert.are.equal("integer", math.type(m.created_at))
+        assert.are.equal("integer", math.type(page.total))
+      end
+    end)
+
+    it("sends the time filters and gets only what is inside them", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 10, start = 1000, step = 100 })
+      local page = assert(client:list_ticket_messages(fake.TICKET, { time_start = 1200, time_end = 1500 }))
+      assert.are.equal(4, page.total)
+      assert.are.equal("time_start=1200&time_end=1500", fake.requests_to(PATH)[1].query)
+    end)
+
+    it("returns an empty page of an empty ticket", function()
+      local page = assert(client:list_ticket_messages(fake.TICKET))
+      assert.are.same({ messages = {}, total = 0 }, page)
+    end)
+
+    it("accepts integral floats and sends them as integers", function()
+      assert(client:list_ticket_messages(fake.TICKET, { page = 1.0, page_size = 50.0 }))
+      assert.are.equal("page=1&page_size=50", fake.requests_to(PATH)[1].query)
+    end)
+  end)
+
+  describe("client:ticket_messages", function()
+    it("walks every page, 200 at a time, in order", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 450, start = 1700000000 })
+      local seen = {}
+      for m in client:ticket_messages(fake.TICKET) do seen[#seen + 1] = m end
+      assert.are.equal(450, #seen)
+      for i = 1, 450 do
+        assert.are.equal((1700000000 + i - 1) * 1000, seen[i].created_at)
+      end
+      local reqs = fake.requests_to(PATH)
+      assert.are.equal(3, #reqs)
+      assert.are.equal("page=1&page_size=200", reqs[1].query)
+      assert.are.equal("page=3&page_size=200", reqs[3].query)
+    end)
+
+    it("stops at total without asking for an empty page", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 40 })
+      local n = 0
+      for _ in client:ticket_messages(fake.TICKET, { page_size = 20 }) do n = n + 1 end
+      assert.are.equal(40, n)
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end)
+
+    it("yields nothing for an empty ticket", function()
+      local n = 0
+      for _ in client:ticket_messages(fake.TICKET) do n = n + 1 end
+      assert.are.equal(0, n)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+
+    it("raises the error object when a page fails, never ending as if complete", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 30 })
+      fake.fault({ path = PATH, status = 502, body = "<html>bad gateway</html>", times = 1, skip = 1 })
+      local n = 0
+      local ok, err = pcall(function()
+        for _ in client:ticket_messages(fake.TICKET, { page_size = 10 }) do n = n + 1 end
+      end)
+      assert.is_false(ok)
+      assert.are.equal(10, n)
+      assert.are.equal("http", err.kind)
+      assert.are.equal(502, err.status)
+      assert.matches("^helpdesk http error %(HTTP 502%): HTTP 502: <html>bad gateway</html>", tostring(err))
+    end)
+
+    it("raises an invalid error at once for bad input", function()
+      local ok, err = pcall(client.ticket_messages, client, 123)
+      assert.is_false(ok)
+      assert.are.equal("invalid", err.kind)
+      assert.are.equal("ticket_id", err.field)
+      ok, err = pcall(client.ticket_messages, client, fake.TICKET, { page_size = 201 })
+      assert.is_false(ok)
+      assert.are.equal("page_size", err.field)
+      assert.are.equal(0, #fake.requests())
+    end)
+
+    it("keeps going with a fresh token when it expires mid-iteration", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 30 })
+      local n = 0
+      for _ in client:ticket_messages(fake.TICKET, { page_size = 10 }) do
+        n = n + 1
+        if n == 15 then fake.control("expire_tokens", {}) end
+      end
+      assert.are.equal(30, n)
+      assert.are.equal(2, fake.state().token_count)
+    end)
+  end)
+end)

@@ -1,0 +1,68 @@
+local fake = require "fake"
+
+local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
+
+-- Runs code in a fresh interpreter with the given environment; returns its output.
+local function run_with_env(env, code)
+  local parts = {}
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "='" .. v .. "'" end
+  local lua = arg and arg[-1] or "lua5.4"
+  local cmd = string.format("env -u FEISHU_TENANT_ACCESS_TOKEN %s LUA_PATH='%s' LUA_CPATH='%s' %s -e %q 2>&1",
+    table.concat(parts, " "), package.path, package.cpath, lua, code)
+  local p = assert(io.popen(cmd))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+describe("module functions", function()
+  before_each(function() fake.reset() end)
+
+  it("use the client set by configure", function()
+    local helpdesk = require "helpdesk"
+    local c = assert(helpdesk.configure(fake.options()))
+    assert.matches("^helpdesk.client", tostring(c))
+    local data = assert(helpdesk.send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "m" } }))
+    assert.is_string(data.message_id)
+    assert(helpdesk.bot_message({ msg_type = "text", content = { text = "b" }, receiver_id = "ou_1" }))
+    local page = assert(helpdesk.list_ticket_messages(fake.TICKET, { page_size = 5 }))
+    assert.are.equal(1, page.total)
+    local n = 0
+    for _ in helpdesk.ticket_messages(fake.TICKET) do n = n + 1 end
+    assert.are.equal(1, n)
+    assert.are.equal(1, fake.state().token_count)
+  end)
+
+  it("keep the old client when configure gets bad options", function()
+    local helpdesk = require "helpdesk"
+    assert(helpdesk.configure(fake.options()))
+    local c, err = helpdesk.configure({ base_url = "gopher://x" })
+    assert.is_nil(c)
+    assert.are.equal("base_url", err.field)
+    assert(helpdesk.send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "m" } }))
+  end)
+
+  it("read FEISHU_* from the environment without configure", function()
+    local out = run_with_env({
+      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
+      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
+    }, [[
+      local h = require "helpdesk"
+      local d, e = h.send_ticket_message("]] .. fake.TICKET .. [[", { msg_type = "text", content = { text = "env" } })
+      print(d and d.message_id or tostring(e))
+    ]])
+    assert.matches("^om_%x+\n$", out)
+    assert.are.equal(1, #fake.requests_to(PATH))
+  end)
+
+  it("say which variable is missing from the environment", function()
+    local out = run_with_env({ FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID }, [[
+      local h = require "helpdesk"
+      local d, e = h.send_ticket_message("1", { msg_type = "text", content = { text = "env" } })
+      print(d, e.kind, e.field)
+      print(pcall(h.ticket_messages, "1"))
+    ]])
+    assert.matches("^nil\tinvalid\tapp_secret\nfalse\thelpdesk invalid error: app_secret is missing\n$", out)
+    assert.are.equal(0, #fake.requests())
+  end)
+end)
