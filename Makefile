@@ -13,7 +13,7 @@ CORE_SRC = src/core.c src/wire.c
 CORE_HDR = src/compat.h src/wire.h
 
 # Debian packages the project needs; `make deps` installs the missing ones.
-DEBS = make gcc pkg-config curl lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev libcurl4-openssl-dev \
+DEBS = make gcc pkg-config curl openssl lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev libcurl4-openssl-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;

@@ -9,6 +9,10 @@ local M = {}
 M.url = os.getenv("FEISHU_FAKE_URL")
   or error("run the specs through fake/fakefeishu run (make test)")
 
+-- The same fake over TLS, with a self-signed certificate for 127.0.0.1.
+M.tls_url = os.getenv("FEISHU_FAKE_TLS_URL")
+M.ca_file = os.getenv("FEISHU_FAKE_CA")
+
 M.APP_ID = "cli_fake_app"
 M.APP_SECRET = "fake-app-secret"
 M.HELPDESK_ID = "6939767543285809180"
