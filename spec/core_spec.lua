@@ -130,6 +130,21 @@ describe("helpdesk.core", function()
       assert.has_error(function() h:request({ url = fake.url }) end, nil)
     end)
 
+    if _VERSION == "Lua 5.4" then
+      it("closes a to-be-closed handle when its block ends", function()
+        local probe = assert(load([[
+          local core = ...
+          local kept
+          do
+            local x <close> = assert(core.new())
+            kept = x
+          end
+          return kept
+        ]]))
+        assert.matches("closed", tostring(probe(core)))
+      end)
+    end
+
     it("frees handles that are only collected", function()
       for _ = 1, 50 do
         local x = assert(core.new())

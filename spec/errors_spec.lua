@@ -63,6 +63,17 @@ describe("errors", function()
     assert.are.equal(1, #fake.requests_to(PATH))
   end)
 
+  it("is an api error 154001 for a wrong helpdesk credential, naming neither token", function()
+    local c = fake.client({ helpdesk_token = "wrong-helpdesk-token" })
+    local _, err = c:send_ticket_message(fake.TICKET, TEXT)
+    assert.are.equal("api", err.kind)
+    assert.are.equal(154001, err.code)
+    assert.are.equal(401, err.status)
+    if math.type then assert.are.equal("integer", math.type(err.code)) end
+    assert.is_nil(tostring(err):find("wrong-helpdesk-token", 1, true))
+    assert.are.equal(0, fake.state().ticket_messages[fake.TICKET] or 0)
+  end)
+
   it("is an api error for a 4xx or 5xx with a Feishu body", function()
     fake.fault({ path = PATH, status = 500, body = '{"code":155000,"msg":"Internal error"}' })
     local _, err = client:send_ticket_message(fake.TICKET, TEXT)

@@ -51,6 +51,15 @@ describe("validation", function()
       end
     end)
 
+    it("rejects numbers that would not reach Feishu exactly", function()
+      local _, err = client:send_ticket_message(fake.TICKET, { msg_type = "text",
+        content = { text = "x", extra = { id = 6948728206392295444 } } })
+      assert.are.equal("content", err.field)
+      assert.matches("content.extra.id", err.msg, 1, true)
+      assert(client:send_ticket_message(fake.TICKET, { msg_type = "text",
+        content = { text = "x", n = 1617960686000 } }))
+    end)
+
     it("rejects a message that is not a table or has unknown fields", function()
       assert_invalid("message", function() return client:send_ticket_message(fake.TICKET, "hi") end)
       assert_invalid("message", function()

@@ -38,11 +38,31 @@ M.bot_msg_type = one_of("msg_type", { "text", "post", "image", "interactive" })
 M.receive_type = one_of("receive_type", { "chat", "user" })
 M.user_id_type = one_of("user_id_type", { "open_id", "union_id", "user_id" })
 
+-- lua-cjson 2.1 writes numbers with 14 significant digits: a larger integer
+-- would reach Feishu altered. Returns the path of the first such number.
+local function inexact_number(t, path, depth)
+  if depth > 200 then return nil end -- cjson reports the nesting itself
+  for k, x in pairs(t) do
+    local here = path .. (type(k) == "number" and "[" .. tostring(k) .. "]" or "." .. tostring(k))
+    if type(x) == "number" and x == floor(x) and (x >= 1e14 or x <= -1e14) then
+      return here
+    elseif type(x) == "table" then
+      local found = inexact_number(x, here, depth + 1)
+      if found then return found end
+    end
+  end
+end
+
 -- The content as the JSON text that goes on the wire (a JSON string in the
 -- body): a table is encoded; a string must already be JSON text of an object.
 function M.content(v)
   if type(v) == "table" then
     if v[1] ~= nil then return nil, invalid("content", "must be an object, not an array") end
+    local inexact = inexact_number(v, "content", 1)
+    if inexact then
+      return nil, invalid("content", "holds a number JSON cannot carry exactly at " .. inexact
+        .. ": pass it as a string")
+    end
     local text, err = json.encode(v)
     if not text then return nil, invalid("content", "cannot be encoded as JSON: " .. tostring(err)) end
     return text
