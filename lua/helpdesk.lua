@@ -3,7 +3,7 @@
 local client = require "helpdesk.client"
 local config = require "helpdesk.config"
 
-local error = error
+local error, ipairs = error, ipairs
 
 local M = {
   _VERSION = client.VERSION,
@@ -38,22 +38,15 @@ local function default()
   return default_client
 end
 
-function M.send_ticket_message(ticket_id, msg, opts)
-  local c, err = default()
-  if not c then return nil, err end
-  return c:send_ticket_message(ticket_id, msg, opts)
-end
-
-function M.bot_message(msg, opts)
-  local c, err = default()
-  if not c then return nil, err end
-  return c:bot_message(msg, opts)
-end
-
-function M.list_ticket_messages(ticket_id, query, opts)
-  local c, err = default()
-  if not c then return nil, err end
-  return c:list_ticket_messages(ticket_id, query, opts)
+-- helpdesk.send_ticket_message(ticket_id, msg [, opts]), helpdesk.bot_message(msg [, opts])
+-- and helpdesk.list_ticket_messages(ticket_id, query [, opts]): the client
+-- methods of the same names, on the default client.
+for _, name in ipairs({ "send_ticket_message", "bot_message", "list_ticket_messages" }) do
+  M[name] = function(...)
+    local c, err = default()
+    if not c then return nil, err end
+    return c[name](c, ...)
+  end
 end
 
 --- Raises the error object when the default client cannot be made or a

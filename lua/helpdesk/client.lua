@@ -157,13 +157,8 @@ local TICKET_MSG_FIELDS = { msg_type = true, content = true }
 function Client:send_ticket_message(ticket_id, msg, opts)
   local id, err = validate.ticket_id(ticket_id)
   if not id then return nil, err end
-  if type(msg) ~= "table" then return nil, errors.invalid("message", "must be a table") end
-  local ok, kerr = validate.known_keys("message", msg, TICKET_MSG_FIELDS)
-  if not ok then return nil, kerr end
-  local msg_type, terr = validate.ticket_msg_type(msg.msg_type)
-  if not msg_type then return nil, terr end
-  local content, cerr = validate.content(msg.content)
-  if not content then return nil, cerr end
+  local msg_type, content = validate.message(msg, TICKET_MSG_FIELDS, validate.ticket_msg_type)
+  if not msg_type then return nil, content end
   local call_opts, oerr = validate.call_opts(opts)
   if not call_opts then return nil, oerr end
   local body = json.encode({ msg_type = msg_type, content = content })
@@ -175,13 +170,8 @@ local BOT_MSG_FIELDS = { msg_type = true, content = true, receiver_id = true,
                          receive_type = true, user_id_type = true }
 
 function Client:bot_message(msg, opts)
-  if type(msg) ~= "table" then return nil, errors.invalid("message", "must be a table") end
-  local ok, kerr = validate.known_keys("message", msg, BOT_MSG_FIELDS)
-  if not ok then return nil, kerr end
-  local msg_type, err = validate.bot_msg_type(msg.msg_type)
-  if not msg_type then return nil, err end
-  local content, cerr = validate.content(msg.content)
-  if not content then return nil, cerr end
+  local msg_type, content = validate.message(msg, BOT_MSG_FIELDS, validate.bot_msg_type)
+  if not msg_type then return nil, content end
   local receiver_id, rerr = validate.receiver_id(msg.receiver_id)
   if not receiver_id then return nil, rerr end
   local receive_type, rterr = validate.receive_type(msg.receive_type or "chat")

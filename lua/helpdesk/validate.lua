@@ -75,6 +75,19 @@ function M.content(v)
   return nil, invalid("content", "must be a table or JSON text of an object")
 end
 
+-- A message table with only the given fields, its msg_type accepted by
+-- check_type. Returns msg_type and the content's wire text, or nil, err.
+function M.message(msg, fields, check_type)
+  if type(msg) ~= "table" then return nil, invalid("message", "must be a table") end
+  local ok, err = M.known_keys("message", msg, fields)
+  if not ok then return nil, err end
+  local msg_type, terr = check_type(msg.msg_type)
+  if not msg_type then return nil, terr end
+  local content, cerr = M.content(msg.content)
+  if not content then return nil, cerr end
+  return msg_type, content
+end
+
 function M.receiver_id(v)
   if type(v) ~= "string" or v == "" or v:find("[%s%c]") or #v > 256 then
     return nil, invalid("receiver_id", "must be a non-empty id without whitespace or control characters")
