@@ -28,6 +28,8 @@ describe("errors", function()
     assert.are.equal("helpdesk api error 154401 (HTTP 401): Ticket already be closed [log_id L1]", tostring(e))
     assert.are.equal("helpdesk invalid error: ticket_id must be x", tostring(errors.invalid("ticket_id", "must be x")))
     assert.is_true(errors.is(e))
+    local multi = errors.new("api", { code = 1, msg = "line one\nline two\r\n" })
+    assert.are.equal("helpdesk api error 1: line one line two ", tostring(multi))
     assert.is_false(errors.is({ kind = "api" }))
   end)
 
@@ -54,8 +56,9 @@ describe("errors", function()
     assert.are.equal(1, #fake.requests_to(PATH)) -- a POST is not repeated
   end)
 
-  it("is an http error for a redirect, which is not followed", function()
-    fake.fault({ path = PATH, status = 302, headers = { Location = "http://evil.invalid/steal" } })
+  it("is an http error for a redirect, which is not followed, whatever its body", function()
+    fake.fault({ path = PATH, status = 302, headers = { Location = "http://evil.invalid/steal" },
+                 body = '{"code":1,"msg":"moved"}' })
     local _, err = client:send_ticket_message(fake.TICKET, TEXT)
     assert.are.equal("http", err.kind)
     assert.are.equal(302, err.status)

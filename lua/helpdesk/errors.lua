@@ -14,7 +14,7 @@ function Error.__tostring(e)
   if e.code ~= nil then parts[#parts + 1] = " " .. tostring(e.code) end
   if e.status ~= nil then parts[#parts + 1] = " (HTTP " .. tostring(e.status) .. ")" end
   parts[#parts + 1] = ": "
-  parts[#parts + 1] = tostring(e.msg)
+  parts[#parts + 1] = (tostring(e.msg):gsub("%c+", " "))
   if e.log_id ~= nil then parts[#parts + 1] = " [log_id " .. tostring(e.log_id) .. "]" end
   return concat(parts)
 end

@@ -70,13 +70,14 @@ function M.exchange(handle, req)
   end
 
   -- A non-2xx answer with a Feishu body is an api error; anything else,
-  -- a redirect included, is an http error.
-  if type(code) == "number" and code ~= 0 then
+  -- and every redirect, is an http error.
+  local redirect = status >= 300 and status < 400
+  if not redirect and type(code) == "number" and code ~= 0 then
     return nil, new_error("api", { code = code, status = status, log_id = log_id,
       msg = msg or "Feishu answered code " .. tostring(code) })
   end
   local what = "HTTP " .. status
-  if status >= 300 and status < 400 then
+  if redirect then
     what = "unexpected redirect (not followed)"
     if headers.location then what = what .. " to " .. excerpt(headers.location) end
   elseif body ~= "" then
