@@ -21,6 +21,8 @@ local function reset()
       record = true,
     },
     tokens = {},        -- token -> expiry (ngx.now() seconds)
+    admitted = {},      -- endpoint -> times of the requests let through
+    rate_limited = 0,   -- 429s answered
     token_count = 0,
     tickets = {},       -- ticket_id -> { closed =, messages = {} }
     bot_messages = {},
@@ -96,7 +98,9 @@ end
 
 -- A fault set through /_fake/fault answers the next matching request(s):
 -- { path =, method =, skip = n requests first, times =, status =, body =,
---   headers =, delay = seconds, close = true }
+--   headers =, delay = seconds, close = true (no answer at all),
+--   partial = true (headers and half the body, then the connection closes),
+--   body_delay = seconds (headers and half the body, a pause, the rest) }
 local function take_fault(method, path)
   for i, f in ipairs(state.faults) do
     if (not f.method or f.method == method) and (not f.path or path:find(f.path, 1, true)) then
@@ -119,8 +123,64 @@ local function apply_fault(f)
   if f.logid ~= false and not (f.headers or {})["X-Tt-Logid"] then
     ngx.header["X-Tt-Logid"] = log_id()
   end
-  if f.body then ngx.print(f.body) end
+  local body = f.body or ""
+  if f.partial or f.body_delay then
+    ngx.header["Content-Length"] = #body
+    local half = math.floor(#body / 2)
+    ngx.print(body:sub(1, half))
+    ngx.flush(true)
+    if f.partial then return ngx.exit(444) end
+    ngx.sleep(f.body_delay)
+    ngx.print(body:sub(half + 1))
+    return ngx.exit(ngx.HTTP_OK)
+  end
+  ngx.print(body)
   return ngx.exit(ngx.HTTP_OK)
+end
+
+-- Feishu's rate limits, when config.rate_limits sets them:
+-- { ticket_message = { per_second =, per_minute = }, bot_message = …, list = … }.
+-- Sliding windows; an answer over the limit is 429 with code 99991400.
+local function endpoint_of(method, path)
+  if path == "/open-apis/helpdesk/v1/message" then return "bot_message" end
+  if path:match("^/open%-apis/helpdesk/v1/tickets/[^/]+/messages$") then
+    return method == "POST" and "ticket_message" or "list"
+  end
+end
+
+local function rate_limit(method, path)
+  local limits = state.config.rate_limits
+  local name = endpoint_of(method, path)
+  local lim = limits and name and limits[name]
+  if not lim then return end
+  local now = ngx.now()
+  local times = state.admitted[name] or {}
+  state.admitted[name] = times
+  while times[1] and times[1] <= now - 60 do table.remove(times, 1) end
+  for window, key in pairs({ [1] = "per_second", [60] = "per_minute" }) do
+    local max = lim[key]
+    if max then
+      local inside, oldest = 0, nil
+      for i = #times, 1, -1 do
+        if times[i] > now - window then
+          inside, oldest = inside + 1, times[i]
+        else
+          break
+        end
+      end
+      if inside >= max then
+        state.rate_limited = state.rate_limited + 1
+        ngx.status = 429
+        ngx.header["Content-Type"] = "application/json; charset=utf-8"
+        ngx.header["X-Tt-Logid"] = log_id()
+        ngx.header["x-ogw-ratelimit-limit"] = tostring(max)
+        ngx.header["x-ogw-ratelimit-reset"] = tostring(math.max(1, math.ceil(oldest + window - now)))
+        ngx.print(cjson.encode({ code = 99991400, msg = "request trigger frequency limit" }))
+        return ngx.exit(ngx.HTTP_OK)
+      end
+    end
+  end
+  times[#times + 1] = now
 end
 
 local function is_token_valid(token)
@@ -312,6 +372,7 @@ local function control(path, body)
     local counts = {}
     for id, t in pairs(state.tickets) do counts[id] = #t.messages end
     return send(200, { token_count = state.token_count, ticket_messages = counts,
+                       rate_limited = state.rate_limited,
                        bot_messages = #state.bot_messages, request_count = #state.requests,
                        faults = #state.faults })
   elseif path == "/_fake/bot_messages" then
@@ -345,6 +406,7 @@ function M.handle()
   record(body)
   local fault = take_fault(method, path)
   if fault then return apply_fault(fault) end
+  rate_limit(method, path)
 
   local headers = ngx.req.get_headers(100)
   if path == "/open-apis/auth/v3/tenant_access_token/internal" and method == "POST" then

@@ -176,7 +176,11 @@ static void push_headers(lua_State *L, const hd_buf *head) {
 /* Pushes nil and an error table; returns 2. */
 static int push_failure(lua_State *L, handle *h, CURLcode rc) {
   long request_size = 0;
+  /* Sent, as far as anyone can tell: request bytes went out, or libcurl took
+   * some of the POST body. Counted conservatively: "sent" may be processed. */
+  int sent;
   curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size);
+  sent = request_size > 0 || h->post_pos > 0;
   lua_pushnil(L);
   lua_createtable(L, 0, 5);
   if (h->body_failed == -1) {
@@ -201,7 +205,7 @@ static int push_failure(lua_State *L, handle *h, CURLcode rc) {
   lua_setfield(L, -2, "curl_code");
   lua_pushstring(L, curl_easy_strerror(rc));
   lua_setfield(L, -2, "curl_error");
-  lua_pushboolean(L, request_size > 0);
+  lua_pushboolean(L, sent);
   lua_setfield(L, -2, "sent");
   return 2;
 }
@@ -275,6 +279,8 @@ static int handle_request(lua_State *L) {
   curl_easy_setopt(c, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
   curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  /* HTTP/1.1 only: the resend and "sent" rules above are proven for it */
+  curl_easy_setopt(c, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
   curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
   curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
   curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, to_ms(timeout));
@@ -300,12 +306,14 @@ static int handle_request(lua_State *L) {
     curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, on_seek);
     curl_easy_setopt(c, CURLOPT_SEEKDATA, h);
   } else {
+    h->post_pos = 0;
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   }
 
   rc = curl_easy_perform(c);
   h->post = NULL;
   if (rc != CURLE_OK) return push_failure(L, h, rc);
+  h->post_pos = 0;
   curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
   lua_pushinteger(L, (lua_Integer)status);
   lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);

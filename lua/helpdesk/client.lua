@@ -1,15 +1,17 @@
 -- A client: one libcurl handle (keep-alive), one tenant token, and the
 -- three helpdesk endpoints.
+local clock = require "helpdesk.clock"
 local core = require "helpdesk.core"
 local config = require "helpdesk.config"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
+local retry = require "helpdesk.retry"
 local token = require "helpdesk.token"
 local transport = require "helpdesk.transport"
 local validate = require "helpdesk.validate"
 
-local type, pairs, setmetatable, tostring, error = type, pairs, setmetatable, tostring, error
-local concat, format = table.concat, string.format
+local type, pairs, ipairs, setmetatable, tostring, error = type, pairs, ipairs, setmetatable, tostring, error
+local concat, format, min = table.concat, string.format, math.min
 
 local M = {}
 
@@ -39,27 +41,27 @@ local function secrets_of(c)
   return list
 end
 
-local function core_request(c, method, url, headers, body, call)
+-- attempt: { timeout =, connect_timeout = } of this one exchange.
+local function core_request(c, method, url, headers, body, attempt)
   local p = private[c]
   if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
   return transport.exchange(p.handle, {
     method = method, url = url, headers = headers, body = body,
-    timeout = call.timeout or c.timeout,
-    connect_timeout = call.connect_timeout or c.connect_timeout,
+    timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
     insecure = c.insecure,
   })
 end
 
 -- Fetches a tenant token: the helpdesk credential never goes to this endpoint.
-local function fetch_token(c, call_opts)
+local function fetch_token(c, attempt)
   local p = private[c]
   local body = json.encode({ app_id = c.app_id, app_secret = p.app_secret })
   local obj, err = core_request(c, "POST", c.base_url .. TOKEN_PATH, {
     ["Content-Type"] = "application/json; charset=utf-8",
     ["User-Agent"] = USER_AGENT,
     ["Accept"] = "application/json",
-  }, body, call_opts)
+  }, body, attempt)
   if not obj then return nil, err end
   local tok, expire = obj.tenant_access_token, obj.expire
   if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") or type(expire) ~= "number" or expire <= 0 then
@@ -79,18 +81,20 @@ function M.new(opts)
     base_url = cfg.base_url, app_id = cfg.app_id, helpdesk_id = cfg.helpdesk_id,
     timeout = cfg.timeout, connect_timeout = cfg.connect_timeout,
     max_body_size = cfg.max_body_size, ca_file = cfg.ca_file, ca_path = cfg.ca_path,
-    insecure = cfg.insecure,
+    insecure = cfg.insecure, max_retries = cfg.max_retries, budget = cfg.budget,
+    max_rate_limit_wait = cfg.max_rate_limit_wait,
   }, Client)
   local p = {
     handle = handle,
     app_secret = cfg.app_secret,
     helpdesk_token = cfg.helpdesk_token,
     helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
+    limits = cfg.rate_limit,
   }
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
-    fetch = function(call_opts) return fetch_token(c, call_opts) end,
-    now = core.monotime,
+    fetch = function(attempt) return fetch_token(c, attempt) end,
+    now = clock.now,
   })
   private[c] = p
   return c
@@ -98,7 +102,7 @@ end
 
 local function query_string(q)
   local parts = {}
-  for _, kv in pairs(q) do
+  for _, kv in ipairs(q) do
     parts[#parts + 1] = kv[1] .. "=" .. tostring(kv[2]):gsub("[^%w%-%._~]", function(ch)
       return format("%%%02X", ch:byte())
     end)
@@ -107,34 +111,85 @@ local function query_string(q)
   return "?" .. concat(parts, "&")
 end
 
--- One helpdesk call with the token-invalid retry. query: a list of
+-- The per-attempt limits: the call's timeouts, cut to what is left of its budget.
+local function attempt_opts(c, call_opts, deadline)
+  local left = deadline - clock.now()
+  return {
+    timeout = min(call_opts.timeout or c.timeout, left),
+    connect_timeout = min(call_opts.connect_timeout or c.connect_timeout, left),
+  }
+end
+
+-- Says in the error that a POST which failed after going out may have been
+-- delivered, so nobody resends it blindly.
+local function mark_maybe_delivered(method, err)
+  if method ~= "POST" or err.kind == "transport" then return end -- transport says so itself
+  if (err.kind == "http" or err.kind == "api") and err.status and err.status >= 500 then
+    err.sent = true
+    err.msg = err.msg .. " (the request was sent: it may have been processed)"
+  end
+end
+
+-- One helpdesk call: the client-side rate limit, the token, retries within
+-- the call's budget (POSTs only when certainly not processed) and one retry
+-- with a fresh token after a token-invalid answer. query: a list of
 -- { name, value }. Returns the answer's data table and { status, log_id }.
-local function call(c, method, path, query, body, call_opts)
+local function call(c, endpoint, method, path, query, body, call_opts)
   local p = private[c]
   local url = c.base_url .. path .. query_string(query)
+  local deadline = clock.now() + (call_opts.budget or c.budget)
+  local max_retries = call_opts.max_retries or c.max_retries
+  local limiter = p.limits and p.limits[endpoint]
+  local retries, refreshed = 0, false
   local obj, err
-  for attempt = 1, 2 do
-    local tok
-    tok, err = p.tokens:get(call_opts)
-    if not tok then break end
-    local headers = {
-      ["Authorization"] = "Bearer " .. tok,
-      ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
-      ["User-Agent"] = USER_AGENT,
-      ["Accept"] = "application/json",
-    }
-    if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
-    obj, err = core_request(c, method, url, headers, body, call_opts)
-    if obj then break end
-    -- A token-invalid answer means the request was not processed, so a
-    -- retry with a fresh token cannot duplicate a message.
-    if not (err.kind == "api" and token.INVALID_CODES[err.code] and attempt == 1
-            and p.tokens:refreshable()) then
-      break
+  while true do
+    local tok, refresh_now
+    tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))
+    if tok and limiter then
+      local waited, need = limiter:acquire(clock, deadline)
+      if not waited then
+        err = errors.new("rate_limit", { msg = format("the client-side limit for %s frees a slot in %.2f s, "
+          .. "past the call's budget; nothing was sent", endpoint, need) })
+        break
+      end
     end
-    p.tokens:invalidate(tok)
+    if tok then
+      local headers = {
+        ["Authorization"] = "Bearer " .. tok,
+        ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
+        ["User-Agent"] = USER_AGENT,
+        ["Accept"] = "application/json",
+      }
+      if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
+      obj, err = core_request(c, method, url, headers, body, attempt_opts(c, call_opts, deadline))
+      if obj then break end
+      -- A token-invalid answer means the request was not processed: a fresh
+      -- token and one more try cannot duplicate a message.
+      refresh_now = err.kind == "api" and token.INVALID_CODES[err.code] and not refreshed
+                    and p.tokens:refreshable()
+      if refresh_now then
+        p.tokens:invalidate(tok)
+        refreshed = true
+      end
+    end
+    if not refresh_now then
+      -- the token fetch is as safe to repeat as a GET
+      if retries >= max_retries or not retry.retryable(tok and method or "GET", err) then break end
+      local wait = retry.backoff(retries + 1)
+      if retry.rate_limited(err) and err.retry_after then
+        if err.retry_after > c.max_rate_limit_wait then break end
+        wait = err.retry_after
+      end
+      if clock.now() + wait >= deadline then break end
+      clock.sleep(wait)
+      retries = retries + 1
+    end
   end
-  if not obj then return nil, errors.redact(err, secrets_of(c)) end
+  if not obj then
+    err.retries = retries
+    mark_maybe_delivered(method, err)
+    return nil, errors.redact(err, secrets_of(c))
+  end
   local meta = err
   if type(obj.data) ~= "table" then return nil, M.decode_error("answer lacks data", meta) end
   return obj.data, meta
@@ -162,8 +217,8 @@ function Client:send_ticket_message(ticket_id, msg, opts)
   local call_opts, oerr = validate.call_opts(opts)
   if not call_opts then return nil, oerr end
   local body = json.encode({ msg_type = msg_type, content = content })
-  return message_result(call(self, "POST", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages",
-                             {}, body, call_opts))
+  return message_result(call(self, "ticket_message", "POST",
+                             "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages", {}, body, call_opts))
 end
 
 local BOT_MSG_FIELDS = { msg_type = true, content = true, receiver_id = true,
@@ -182,7 +237,7 @@ function Client:bot_message(msg, opts)
   if not call_opts then return nil, oerr end
   local body = json.encode({ msg_type = msg_type, content = content,
                              receiver_id = receiver_id, receive_type = receive_type })
-  return message_result(call(self, "POST", "/open-apis/helpdesk/v1/message",
+  return message_result(call(self, "bot_message", "POST", "/open-apis/helpdesk/v1/message",
                              { { "user_id_type", user_id_type } }, body, call_opts))
 end
 
@@ -211,10 +266,11 @@ end
 
 local function list_page(c, id, q, call_opts)
   local query = {}
-  for _, k in pairs({ "time_start", "time_end", "page", "page_size" }) do
+  for _, k in ipairs({ "time_start", "time_end", "page", "page_size" }) do
     if q[k] ~= nil then query[#query + 1] = { k, q[k] } end
   end
-  local data, meta = call(c, "GET", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages", query, nil, call_opts)
+  local data, meta = call(c, "list", "GET", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages",
+                          query, nil, call_opts)
   if not data then return nil, meta end
   local messages = data.messages
   if messages == nil then messages = {} end

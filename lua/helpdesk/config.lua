@@ -1,6 +1,7 @@
 -- Client options: defaults, checks, and the FEISHU_* environment.
 local validate = require "helpdesk.validate"
 local errors = require "helpdesk.errors"
+local ratelimit = require "helpdesk.ratelimit"
 
 local type, pairs, getenv = type, pairs, os.getenv
 
@@ -14,6 +15,7 @@ local OPTIONS = {
   base_url = true, app_id = true, app_secret = true, tenant_access_token = true,
   helpdesk_id = true, helpdesk_token = true, timeout = true, connect_timeout = true,
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
+  max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
 }
 
 local ENV = {
@@ -84,6 +86,16 @@ function M.check(opts)
     return nil, errors.invalid("insecure", "must be a boolean")
   end
   out.insecure = opts.insecure == true
+
+  out.max_retries, err = validate.integer("max_retries", opts.max_retries or 3, 0, 10)
+  if out.max_retries == nil then return nil, err end
+  out.budget, err = validate.seconds("budget", opts.budget or 60)
+  if not out.budget then return nil, err end
+  out.max_rate_limit_wait, err = validate.seconds("max_rate_limit_wait", opts.max_rate_limit_wait or 30)
+  if not out.max_rate_limit_wait then return nil, err end
+  local why
+  out.rate_limit, why = ratelimit.build(opts.rate_limit)
+  if out.rate_limit == nil then return nil, errors.invalid("rate_limit", why) end
   return out
 end
 

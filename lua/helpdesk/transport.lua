@@ -3,7 +3,7 @@
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 
-local type, tostring = type, tostring
+local type, tostring, tonumber = type, tostring, tonumber
 local new_error = errors.new
 
 local M = {}
@@ -64,7 +64,8 @@ function M.exchange(handle, req)
     end
     if code ~= 0 then
       return nil, new_error("api", { code = code, status = status, log_id = log_id,
-        msg = msg or "Feishu answered code " .. tostring(code) })
+        msg = msg or "Feishu answered code " .. tostring(code),
+        retry_after = tonumber(headers["x-ogw-ratelimit-reset"]) })
     end
     return obj, meta
   end
@@ -72,9 +73,10 @@ function M.exchange(handle, req)
   -- A non-2xx answer with a Feishu body is an api error; anything else,
   -- and every redirect, is an http error.
   local redirect = status >= 300 and status < 400
+  local retry_after = tonumber(headers["x-ogw-ratelimit-reset"])
   if not redirect and type(code) == "number" and code ~= 0 then
     return nil, new_error("api", { code = code, status = status, log_id = log_id,
-      msg = msg or "Feishu answered code " .. tostring(code) })
+      msg = msg or "Feishu answered code " .. tostring(code), retry_after = retry_after })
   end
   local what = "HTTP " .. status
   if redirect then
@@ -83,7 +85,7 @@ function M.exchange(handle, req)
   elseif body ~= "" then
     what = what .. ": " .. excerpt(body)
   end
-  return nil, new_error("http", { status = status, log_id = log_id, msg = what })
+  return nil, new_error("http", { status = status, log_id = log_id, msg = what, retry_after = retry_after })
 end
 
 return M

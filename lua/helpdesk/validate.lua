@@ -140,20 +140,26 @@ function M.known_keys(what, t, allowed)
   return t
 end
 
--- Per-call options: { timeout =, connect_timeout = }.
-local CALL_OPTS = { timeout = true, connect_timeout = true }
+-- Per-call options: { timeout =, connect_timeout =, budget =, max_retries = }.
+local CALL_SECONDS = { timeout = true, connect_timeout = true, budget = true }
+local CALL_OPTS = { timeout = true, connect_timeout = true, budget = true, max_retries = true }
 function M.call_opts(opts)
   if opts == nil then return {} end
   if type(opts) ~= "table" then return nil, invalid("opts", "must be a table") end
   local ok, err = M.known_keys("opts", opts, CALL_OPTS)
   if not ok then return nil, err end
   local out = {}
-  for k in pairs(CALL_OPTS) do
+  for k in pairs(CALL_SECONDS) do
     if opts[k] ~= nil then
       local v, verr = M.seconds(k, opts[k])
       if not v then return nil, verr end
       out[k] = v
     end
+  end
+  if opts.max_retries ~= nil then
+    local v, verr = M.integer("max_retries", opts.max_retries, 0, 10)
+    if not v then return nil, verr end
+    out.max_retries = v
   end
   return out
 end
