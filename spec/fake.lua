@@ -49,13 +49,17 @@ function M.requests_to(prefix)
   return out
 end
 
+-- false in overrides removes an option (app_id = false: no app_id), except
+-- for the options whose value false means something.
+local KEEP_FALSE = { insecure = true, rate_limit = true }
+
 function M.options(overrides)
   local o = {
     base_url = M.url, app_id = M.APP_ID, app_secret = M.APP_SECRET,
     helpdesk_id = M.HELPDESK_ID, helpdesk_token = M.HELPDESK_TOKEN,
   }
   for k, v in pairs(overrides or {}) do
-    if v == false and k ~= "insecure" then o[k] = nil else o[k] = v end
+    if v == false and not KEEP_FALSE[k] then o[k] = nil else o[k] = v end
   end
   return o
 end

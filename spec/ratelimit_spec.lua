@@ -103,6 +103,17 @@ describe("rate limits", function()
       assert.are.equal(8, st.ticket_messages[fake.TICKET]) -- each delivered once
     end)
 
+    it("is off with rate_limit = false", function()
+      -- with the default 100/min, the 101st bot message would have to wait a minute
+      local client = fake.client({ rate_limit = false })
+      local msg = { msg_type = "text", content = { text = "x" }, receiver_id = "ou_1" }
+      for i = 1, 101 do
+        local _, err = client:bot_message(msg, { budget = 5 })
+        assert.is_nil(err, "bot message " .. i)
+      end
+      assert.are.equal(101, #fake.bot_messages())
+    end)
+
     it("fails with a rate_limit error, sending nothing, when the slot is past the budget", function()
       local client = fake.client({ rate_limit = { bot_message = { per_minute = 2 } } })
       local msg = { msg_type = "text", content = { text = "x" }, receiver_id = "ou_1" }
@@ -111,6 +122,8 @@ describe("rate limits", function()
       local _, err = client:bot_message(msg, { budget = 1 })
       assert.are.equal("rate_limit", err.kind)
       assert.matches("nothing was sent", tostring(err))
+      -- the oldest of the two sends leaves the minute window in just under 60 s
+      assert.is_true(err.retry_after > 50 and err.retry_after <= 60.1, tostring(err.retry_after))
       assert.are.equal(2, #fake.bot_messages())
       -- the other endpoints have limits of their own
       assert(client:send_ticket_message(fake.TICKET, TEXT))

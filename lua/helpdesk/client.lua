@@ -149,7 +149,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
       local waited, need = limiter:acquire(clock, deadline)
       if not waited then
         err = errors.new("rate_limit", { msg = format("the client-side limit for %s frees a slot in %.2f s, "
-          .. "past the call's budget; nothing was sent", endpoint, need) })
+          .. "past the call's budget; nothing was sent", endpoint, need), retry_after = need })
         break
       end
     end
