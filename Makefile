@@ -5,6 +5,7 @@ LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 CC ?= cc
+SHELL = /bin/bash
 CFLAGS ?= -O2 -g
 WARN = -std=c99 -Wall -Wextra -Werror -pedantic
 BUILD = build
@@ -14,12 +15,19 @@ CORE_HDR = src/compat.h src/wire.h
 
 # Debian packages the project needs; `make deps` installs the missing ones.
 DEBS = make gcc pkg-config curl openssl lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev libcurl4-openssl-dev \
-       lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind
+       lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
+       clang libclang-rt-14-dev
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;
 
-.PHONY: all deps build lint test valgrind examples rock check demo clean
+ASAN_CORE = $(BUILD)/asan/lua/$(LUA_VERSION)/helpdesk/core.so
+SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+
+FUZZ_SECONDS ?= 60
+FUZZER = $(BUILD)/fuzz/fuzz_wire
+
+.PHONY: all deps build lint test valgrind sanitize fuzz soak examples rock check demo clean
 
 all: build
 
@@ -32,8 +40,30 @@ $(CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
 
+# The C core under AddressSanitizer and UBSan (clang); the spec suite runs on
+# it with the ASan runtime preloaded into the interpreter.
+$(ASAN_CORE): $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	clang $(WARN) -O1 -g $(SAN_FLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+
+sanitize: deps $(ASAN_CORE)
+	tools/sanitize
+
+# libFuzzer over every parser of the core, for FUZZ_SECONDS, from fuzz/corpus.
+$(FUZZER): fuzz/fuzz_wire.c src/wire.c src/wire.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ fuzz/fuzz_wire.c src/wire.c
+
+fuzz: deps $(FUZZER)
+	tools/fuzz $(FUZZ_SECONDS)
+
+# 100k calls through one client and through short-lived clients: file
+# descriptors and Lua memory must stay flat. A script, not a timed test.
+soak: deps build
+	fake/fakefeishu run $(LUA) tools/soak.lua
+
 lint:
-	luacheck lua spec examples fake
+	luacheck lua spec examples fake tools/soak.lua
 
 test: build
 	fake/fakefeishu run $(LUA) /usr/bin/busted
@@ -49,7 +79,7 @@ examples: build
 rock:
 	tools/check-rock
 
-check: deps build
+check: deps build $(ASAN_CORE) $(FUZZER)
 	@tools/check
 
 demo: deps build
