@@ -1,7 +1,12 @@
 # feishu-helpdesk. The two commands: `make demo` and `make check`.
+# A Lua is named by its version, or "jit" for LuaJIT 2.1 (Lua 5.1 API).
 LUA_VERSION ?= 5.4
-LUA ?= lua$(LUA_VERSION)
-LUA_INCDIR ?= /usr/include/lua$(LUA_VERSION)
+LUA_VERSIONS = 5.1 5.2 5.3 5.4 jit
+LUAJIT_INCDIR ?= /usr/include/luajit-2.1
+lua_incdir = $(if $(filter jit,$1),$(LUAJIT_INCDIR),/usr/include/lua$1)
+lua_bin = $(if $(filter jit,$1),luajit,lua$1)
+LUA ?= $(call lua_bin,$(LUA_VERSION))
+LUA_INCDIR ?= $(call lua_incdir,$(LUA_VERSION))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 CC ?= cc
@@ -10,11 +15,14 @@ CFLAGS ?= -O2 -g
 WARN = -std=c99 -Wall -Wextra -Werror -pedantic
 BUILD = build
 CORE = $(BUILD)/lua/$(LUA_VERSION)/helpdesk/core.so
+CORES = $(foreach v,$(LUA_VERSIONS),$(BUILD)/lua/$(v)/helpdesk/core.so)
 CORE_SRC = src/core.c src/wire.c
 CORE_HDR = src/compat.h src/wire.h
 
 # Debian packages the project needs; `make deps` installs the missing ones.
-DEBS = make gcc pkg-config curl openssl lua$(LUA_VERSION) liblua$(LUA_VERSION)-dev libcurl4-openssl-dev \
+DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev \
+       lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev \
+       luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
        clang libclang-rt-14-dev
 
@@ -27,7 +35,7 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_SECONDS ?= 60
 FUZZER = $(BUILD)/fuzz/fuzz_wire
 
-.PHONY: all deps build lint test valgrind sanitize fuzz soak examples rock check demo clean
+.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak examples rock check demo clean
 
 all: build
 
@@ -36,9 +44,16 @@ deps:
 
 build: $(CORE)
 
+# the C core for every Lua (make check runs the specs on each)
+build-all: $(CORES)
+
 $(CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+
+$(BUILD)/lua/%/helpdesk/core.so: $(CORE_SRC) $(CORE_HDR)
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(call lua_incdir,$*) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
 
 # The C core under AddressSanitizer and UBSan (clang); the spec suite runs on
 # it with the ASan runtime preloaded into the interpreter.
@@ -79,7 +94,7 @@ examples: build
 rock:
 	tools/check-rock
 
-check: deps build $(ASAN_CORE) $(FUZZER)
+check: deps build-all $(ASAN_CORE) $(FUZZER)
 	@tools/check
 
 demo: deps build

@@ -36,6 +36,13 @@ describe("listing", function()
       assert.are.equal("time_start=1200&time_end=1500", fake.requests_to(PATH)[1].query)
     end)
 
+    it("writes large timestamps as plain integers on every Lua", function()
+      -- Lua 5.1 and LuaJIT print 2^53 - 1 as 9.007199254741e+15
+      local big = 9007199254740991
+      assert(client:list_ticket_messages(fake.TICKET, { time_start = 1700000000000, time_end = big }))
+      assert.are.equal("time_start=1700000000000&time_end=9007199254740991", fake.requests_to(PATH)[1].query)
+    end)
+
     it("returns an empty page of an empty ticket", function()
       local page = assert(client:list_ticket_messages(fake.TICKET))
       assert.are.same({ messages = {}, total = 0 }, page)

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 #include <time.h>
 

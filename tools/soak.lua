@@ -3,7 +3,8 @@
 -- descriptors and Lua memory along the way; fails if either grows.
 -- Usage: fake/fakefeishu run lua5.4 tools/soak.lua [calls]
 package.path = "lua/?.lua;spec/?.lua;" .. package.path
-package.cpath = "build/lua/" .. _VERSION:match("%d+%.%d+") .. "/?.so;" .. package.cpath
+package.cpath = "build/lua/" .. (type(jit) == "table" and "jit" or _VERSION:match("%d+%.%d+")) .. "/?.so;"
+  .. package.cpath
 local fake = require "fake"
 local core = require "helpdesk.core"
 

@@ -103,7 +103,9 @@ end
 local function query_string(q)
   local parts = {}
   for _, kv in ipairs(q) do
-    parts[#parts + 1] = kv[1] .. "=" .. tostring(kv[2]):gsub("[^%w%-%._~]", function(ch)
+    -- %d: Lua 5.1 and LuaJIT would print a 15-digit number with an exponent
+    local v = type(kv[2]) == "number" and format("%d", kv[2]) or tostring(kv[2])
+    parts[#parts + 1] = kv[1] .. "=" .. v:gsub("[^%w%-%._~]", function(ch)
       return format("%%%02X", ch:byte())
     end)
   end
