@@ -4,4 +4,5 @@ codes = true
 
 files["spec"] = { std = "+busted" }
 files["fake"] = { globals = { "ngx" } }
+files["examples/openresty"] = { globals = { "ngx" } }
 exclude_files = { "build/**" }

@@ -404,6 +404,8 @@ function M.handle()
   if path:sub(1, 7) == "/_fake/" then return control(path, body) end
 
   record(body)
+  -- config.latency: every answer takes this long (seconds), without holding up the others
+  if state.config.latency then ngx.sleep(state.config.latency) end
   local fault = take_fault(method, path)
   if fault then return apply_fault(fault) end
   rate_limit(method, path)

@@ -2,6 +2,7 @@ local core = require "helpdesk.core"
 local fake = require "fake"
 local helpdesk = require "helpdesk"
 local ratelimit = require "helpdesk.ratelimit"
+local store = require "helpdesk.store"
 
 local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local TEXT = { msg_type = "text", content = { text = "paced" } }
@@ -21,7 +22,7 @@ describe("rate limits", function()
     it("never lets more than the limit into any window, wherever it starts", function()
       math.randomseed(7)
       local clock = fake_clock()
-      local lim = ratelimit.limiter({ per_second = 5, per_minute = 40 })
+      local lim = ratelimit.limiter({ per_second = 5, per_minute = 40 }, nil, nil, clock.now)
       local times = {}
       for _ = 1, 300 do
         clock.advance(math.random() * 0.3)
@@ -39,9 +40,35 @@ describe("rate limits", function()
       end
     end)
 
+    it("keeps one budget for limiters that share a store, as nginx workers do", function()
+      math.randomseed(11)
+      local clock = fake_clock()
+      local shared = store.table(clock.now)
+      local a = ratelimit.limiter({ per_second = 4 }, shared, "app:ep", clock.now)
+      local b = ratelimit.limiter({ per_second = 4 }, shared, "app:ep", clock.now)
+      local times = {}
+      for n = 1, 200 do
+        clock.advance(math.random() * 0.2)
+        assert((n % 3 == 0 and b or a):acquire(clock, math.huge))
+        times[#times + 1] = clock.now()
+      end
+      for i = 1, #times do
+        local inside = 0
+        for j = i, #times do
+          if times[j] < times[i] + 1 then inside = inside + 1 end
+        end
+        assert.is_true(inside <= 4, "second window at " .. times[i])
+      end
+      -- and the same limits under another name count apart
+      local other = ratelimit.limiter({ per_second = 4 }, shared, "app:other", clock.now)
+      local t0 = clock.now()
+      for _ = 1, 4 do assert(other:acquire(clock, math.huge)) end
+      assert.are.equal(t0, clock.now())
+    end)
+
     it("says how long it would wait when that is past the deadline", function()
       local clock = fake_clock()
-      local lim = ratelimit.limiter({ per_minute = 2 })
+      local lim = ratelimit.limiter({ per_minute = 2 }, nil, nil, clock.now)
       assert(lim:acquire(clock, 1))
       assert(lim:acquire(clock, 1))
       local ok, need = lim:acquire(clock, 1)
@@ -52,16 +79,14 @@ describe("rate limits", function()
 
     it("has the documented limits by default", function()
       local built = ratelimit.build(nil)
-      assert.are.equal(2, #built.ticket_message.windows)
-      assert.are.equal(1, #built.bot_message.windows)
-      assert.are.equal(100, built.bot_message.windows[1].limit)
+      assert.are.same({ per_second = 50, per_minute = 1000 }, built.ticket_message)
+      assert.are.same({ per_minute = 100 }, built.bot_message)
       assert.is_nil(built.list)
       assert.are.same({ per_second = 50, per_minute = 1000 }, ratelimit.DEFAULTS.ticket_message)
       assert.is_false(ratelimit.build(false))
       local custom = ratelimit.build({ ticket_message = { per_minute = false }, list = { per_second = 7 } })
-      assert.are.equal(1, #custom.ticket_message.windows)
-      assert.are.equal(50, custom.ticket_message.windows[1].limit)
-      assert.are.equal(7, custom.list.windows[1].limit)
+      assert.are.same({ per_second = 50 }, custom.ticket_message)
+      assert.are.same({ per_second = 7 }, custom.list)
     end)
 
     it("rejects malformed limits", function()

@@ -1,11 +1,14 @@
--- A client: one libcurl handle (keep-alive), one tenant token, and the
--- three helpdesk endpoints.
+-- A client: one libcurl handle (keep-alive; inside nginx, the thread pool's),
+-- one tenant token, and the three helpdesk endpoints.
 local clock = require "helpdesk.clock"
 local core = require "helpdesk.core"
 local config = require "helpdesk.config"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
+local openresty = require "helpdesk.openresty"
+local ratelimit = require "helpdesk.ratelimit"
 local retry = require "helpdesk.retry"
+local store = require "helpdesk.store"
 local token = require "helpdesk.token"
 local transport = require "helpdesk.transport"
 local validate = require "helpdesk.validate"
@@ -74,8 +77,13 @@ end
 function M.new(opts)
   local cfg, err = config.check(opts)
   if not cfg then return nil, err end
-  local handle, herr = core.new()
-  if not handle then return nil, errors.new("transport", { msg = herr }) end
+  local handle, herr
+  if openresty.in_nginx() then
+    handle = openresty.new(cfg)
+  else
+    handle, herr = core.new()
+    if not handle then return nil, errors.new("transport", { msg = herr }) end
+  end
 
   local c = setmetatable({
     base_url = cfg.base_url, app_id = cfg.app_id, helpdesk_id = cfg.helpdesk_id,
@@ -89,13 +97,29 @@ function M.new(opts)
     app_secret = cfg.app_secret,
     helpdesk_token = cfg.helpdesk_token,
     helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
-    limits = cfg.rate_limit,
   }
+  -- Inside nginx, the token and the limiter's slots go into the shared dict
+  -- when there is one, so that every worker shares them.
+  local shared = openresty.in_nginx() and cfg.shared_dict and store.shared(cfg.shared_dict) or nil
+  if cfg.shared_dict_given and cfg.shared_dict and openresty.in_nginx() and not shared then
+    return nil, errors.invalid("shared_dict", "'" .. cfg.shared_dict .. "' is not a lua_shared_dict of this nginx: "
+      .. "add `lua_shared_dict " .. cfg.shared_dict .. " 1m;` to the http block, or pass shared_dict = false")
+  end
+  local st = shared or store.table(clock.now)
+  -- what Feishu counts per: the app (a fixed token's app is unknown: all share one)
+  local app = cfg.base_url .. " " .. (cfg.app_id or "fixed-token")
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
     fetch = function(attempt) return fetch_token(c, attempt) end,
-    now = clock.now,
+    now = clock.now, sleep = clock.sleep,
+    store = st, key = "helpdesk:token:" .. app,
   })
+  if cfg.rate_limit then
+    p.limits = {}
+    for endpoint, limits in pairs(cfg.rate_limit) do
+      p.limits[endpoint] = ratelimit.limiter(limits, st, "helpdesk:rl:" .. app .. ":" .. endpoint)
+    end
+  end
   private[c] = p
   return c
 end
@@ -144,6 +168,10 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   local limiter = p.limits and p.limits[endpoint]
   local retries, refreshed = 0, false
   local obj, err
+  if p.handle.check then -- inside nginx: fail before any wait that would block the worker
+    local ok, why = p.handle:check()
+    if not ok then return nil, transport.setup_error(why) end
+  end
   while true do
     local tok, refresh_now
     tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))

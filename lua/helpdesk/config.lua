@@ -16,6 +16,7 @@ local OPTIONS = {
   helpdesk_id = true, helpdesk_token = true, timeout = true, connect_timeout = true,
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
   max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
+  thread_pool = true, shared_dict = true, allow_blocking = true,
 }
 
 local ENV = {
@@ -93,6 +94,22 @@ function M.check(opts)
   if not out.budget then return nil, err end
   out.max_rate_limit_wait, err = validate.seconds("max_rate_limit_wait", opts.max_rate_limit_wait or 30)
   if not out.max_rate_limit_wait then return nil, err end
+  -- inside nginx only (helpdesk.openresty); checked everywhere all the same
+  out.thread_pool = opts.thread_pool or "helpdesk"
+  if type(out.thread_pool) ~= "string" or not out.thread_pool:match("^[%w_%-]+$") then
+    return nil, errors.invalid("thread_pool", "must be the name of an nginx thread_pool")
+  end
+  out.shared_dict = opts.shared_dict
+  if out.shared_dict == nil then out.shared_dict = "helpdesk" end
+  if out.shared_dict ~= false and (type(out.shared_dict) ~= "string" or out.shared_dict == "") then
+    return nil, errors.invalid("shared_dict", "must be the name of a lua_shared_dict, or false")
+  end
+  out.shared_dict_given = opts.shared_dict ~= nil
+  if opts.allow_blocking ~= nil and type(opts.allow_blocking) ~= "boolean" then
+    return nil, errors.invalid("allow_blocking", "must be a boolean")
+  end
+  out.allow_blocking = opts.allow_blocking == true
+
   local why
   out.rate_limit, why = ratelimit.build(opts.rate_limit)
   if out.rate_limit == nil then return nil, errors.invalid("rate_limit", why) end

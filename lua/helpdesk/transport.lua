@@ -26,7 +26,13 @@ end
 -- CURLE_SEND_FAIL_REWIND: the core refused libcurl's resend of a POST.
 local CURLE_SEND_FAIL_REWIND = 65
 
+-- nginx set-up (no thread pool, a phase that cannot wait): nothing was sent.
+function M.setup_error(info)
+  return new_error("invalid", { field = info.field, msg = info.message })
+end
+
 local function transport_error(info)
+  if info.field then return M.setup_error(info) end
   local msg = info.message or "transfer failed"
   if info.curl_code == CURLE_SEND_FAIL_REWIND then
     msg = "the connection closed before an answer; not resent"

@@ -1,0 +1,104 @@
+-- Inside nginx (lua-nginx-module): a libcurl transfer in the worker would
+-- stall every other request of that worker, so each HTTP exchange runs in
+-- nginx's thread pool (ngx.run_worker_thread), on the core handle that the
+-- thread's Lua VM keeps (helpdesk.thread). This object stands in for a core
+-- handle: request(req) and close().
+local core = require "helpdesk.core"
+
+local type, setmetatable, tostring, min = type, setmetatable, tostring, math.min
+
+local M = {}
+
+local ngx = rawget(_G, "ngx")
+
+-- Phases whose handlers may yield: run_worker_thread and ngx.sleep work there.
+local YIELDABLE = { rewrite = true, access = true, content = true, timer = true }
+
+-- True inside an nginx worker's Lua VM (not in a worker thread's VM, which
+-- has no ngx.sleep, and not in resty's init phases).
+function M.in_nginx()
+  return type(ngx) == "table" and type(ngx.get_phase) == "function" and type(ngx.sleep) == "function"
+end
+
+function M.can_yield()
+  return M.in_nginx() and YIELDABLE[ngx.get_phase()] == true
+end
+
+local Handle = {}
+Handle.__index = Handle
+
+-- opts: { thread_pool = name, allow_blocking = bool }.
+function M.new(opts)
+  return setmetatable({ pool = opts.thread_pool, allow_blocking = opts.allow_blocking }, Handle)
+end
+
+local function setup_error(field, msg)
+  return nil, { field = field, message = msg }
+end
+
+-- The blocking fallback, only when the caller allowed it.
+function Handle:blocking(req)
+  if not self.direct then
+    local h, err = core.new()
+    if not h then return nil, { message = err } end
+    self.direct = h
+  end
+  return self.direct:request(req)
+end
+
+-- Whether a call can run here and now: nil and the reason (an error info
+-- naming the option to change) if it would have to block and may not.
+function Handle:check()
+  if self.allow_blocking then return true end
+  if type(ngx.run_worker_thread) ~= "function" then
+    return setup_error("allow_blocking", "this lua-nginx-module has no ngx.run_worker_thread (0.10.22 or "
+      .. "later has); pass allow_blocking = true to block the nginx worker instead")
+  end
+  local phase = ngx.get_phase()
+  if not YIELDABLE[phase] then
+    return setup_error("allow_blocking", "an HTTP call cannot wait for the thread pool in the "
+      .. tostring(phase) .. " phase (only in rewrite, access, content and timers); pass "
+      .. "allow_blocking = true to block the nginx worker instead")
+  end
+  return true
+end
+
+function Handle:request(req)
+  if type(ngx.run_worker_thread) ~= "function" or not YIELDABLE[ngx.get_phase()] then
+    local ok, err = self:check()
+    if not ok then return nil, err end
+    return self:blocking(req)
+  end
+  -- Every VM of the pool busy (lua_worker_thread_vm_pool_size): wait for one,
+  -- for as long as the exchange itself may take.
+  local waited, pause, limit = 0, 0.002, req.timeout or 30
+  while true do
+    local ok, status, body, headers = ngx.run_worker_thread(self.pool, "helpdesk.thread", "request", req)
+    if ok then return status, body, headers end
+    local msg = tostring(status)
+    if msg:find("not found", 1, true) and msg:find("thread pool", 1, true) then
+      if self.allow_blocking then return self:blocking(req) end
+      return setup_error("thread_pool", "nginx has no thread pool '" .. self.pool .. "': add `thread_pool "
+        .. self.pool .. " threads=16;` to the main context of nginx.conf, name another with the thread_pool "
+        .. "option, or pass allow_blocking = true")
+    end
+    if not msg:find("no available Lua vm", 1, true) then
+      return nil, { message = "nginx worker thread failed: " .. msg }
+    end
+    if waited >= limit then
+      return nil, { message = "no free Lua VM in nginx's thread pool for " .. limit
+        .. " s: raise lua_worker_thread_vm_pool_size" }
+    end
+    ngx.sleep(pause)
+    waited = waited + pause
+    pause = min(pause * 2, 0.05)
+  end
+end
+
+-- The thread VMs keep their handles for the next client; only the fallback
+-- handle is this client's own.
+function Handle:close()
+  if self.direct then self.direct:close() end
+end
+
+return M

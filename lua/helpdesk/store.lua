@@ -1,0 +1,60 @@
+-- Where the tenant token and the rate-limit slots live: a Lua table of the
+-- client's own, or, inside nginx, a lua_shared_dict that every worker sees
+-- (so that all workers share one token and one budget). Both answer the
+-- calls of ngx.shared.DICT that the token cache and the limiter use:
+-- get, set, add, delete, incr. Times-to-live are in seconds; 0 or nil is none.
+local setmetatable, type = setmetatable, type
+
+local M = {}
+
+local Table = {}
+Table.__index = Table
+
+-- now: the clock the times-to-live are counted on.
+function M.table(now)
+  return setmetatable({ now = now, values = {}, expiry = {} }, Table)
+end
+
+function Table:get(key)
+  local exp = self.expiry[key]
+  if exp and exp <= self.now() then
+    self.values[key], self.expiry[key] = nil, nil
+  end
+  return self.values[key]
+end
+
+function Table:set(key, value, ttl)
+  self.values[key] = value
+  self.expiry[key] = ttl and ttl > 0 and self.now() + ttl or nil
+  return true
+end
+
+-- Sets key only if it holds nothing: the lock of a token fetch.
+function Table:add(key, value, ttl)
+  if self:get(key) ~= nil then return false, "exists" end
+  return self:set(key, value, ttl)
+end
+
+function Table:delete(key)
+  self.values[key], self.expiry[key] = nil, nil
+end
+
+function Table:incr(key, by, init)
+  local v = self:get(key)
+  if v == nil then
+    if init == nil then return nil, "not found" end
+    v = init
+  end
+  v = v + by
+  self.values[key] = v
+  return v
+end
+
+-- The lua_shared_dict named name, or nil if nginx has none of that name.
+function M.shared(name)
+  local ngx = rawget(_G, "ngx")
+  local dict = type(ngx) == "table" and type(ngx.shared) == "table" and ngx.shared[name] or nil
+  return dict
+end
+
+return M

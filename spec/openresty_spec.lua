@@ -1,0 +1,154 @@
+-- The OpenResty path, in a real nginx (Debian's nginx + lua-nginx-module)
+-- started with examples/openresty/nginx.conf against the fake Feishu:
+-- handlers wait on Feishu in the thread pool while the worker serves others,
+-- and all workers share one tenant token.
+local cjson = require "cjson"
+local fake = require "fake"
+
+local ROOT = os.getenv("PWD")
+local RUN = ROOT .. "/examples/openresty/run"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("*a")
+  local ok = p:close()
+  return out, ok
+end
+
+local function tmpdir()
+  return (sh("mktemp -d " .. (os.getenv("TMPDIR") or "/tmp") .. "/helpdesk-nginx.XXXXXX"):gsub("%s+$", ""))
+end
+
+-- Starts nginx with conf (the example's by default) and the fake's
+-- credentials in FEISHU_*; returns its URL and its directory.
+local function start(conf)
+  local dir = tmpdir()
+  local env = string.format("FEISHU_BASE_URL=%s FEISHU_APP_ID=%s FEISHU_APP_SECRET=%s "
+    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s",
+    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN)
+  local out, ok = sh(env .. " " .. RUN .. " start " .. dir .. (conf and " " .. conf or ""))
+  assert(ok, "nginx did not start: " .. out)
+  return out:match("(http://[%d%.:]+)"), dir
+end
+
+local function stop(dir)
+  sh(RUN .. " stop " .. dir .. " && rm -rf " .. dir)
+end
+
+local function curl(args)
+  local out = sh("curl -s --max-time 10 " .. args)
+  return out
+end
+
+describe("OpenResty #openresty", function()
+  local url, dir
+  before_each(function() fake.reset() end)
+
+  local function finish()
+    -- nothing the library wrote to nginx's log may show a secret
+    local log = sh("cat " .. dir .. "/logs/error.log")
+    for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN }) do
+      assert.is_nil(log:find(secret, 1, true))
+    end
+    stop(dir)
+    url, dir = nil, nil
+  end
+
+  describe("the example configuration", function()
+    -- a fresh nginx for each: its shared dict starts empty
+    before_each(function() url, dir = start() end)
+    after_each(finish)
+
+    it("sends, messages a user and lists from handlers", function()
+      local sent = cjson.decode(curl("-X POST -d '{\"ticket_id\":\"" .. fake.TICKET .. "\",\"text\":\"hi\"}' "
+        .. url .. "/ticket/message"))
+      assert.matches("^om_", sent.message_id)
+      local bot = cjson.decode(curl("-X POST -d '{\"receiver_id\":\"ou_1\",\"text\":\"hi\"}' "
+        .. url .. "/bot/message"))
+      assert.matches("^om_", bot.message_id)
+      local list = cjson.decode(curl(url .. "/ticket/messages?ticket_id=" .. fake.TICKET))
+      assert.are.equal(1, list.count)
+      assert.are.equal(sent.message_id, list.messages[1].message_id)
+      assert.are.equal(1, #fake.bot_messages())
+    end)
+
+    it("reports a failure from Feishu as an error, never as a message", function()
+      fake.ticket({ ticket_id = fake.TICKET, closed = true })
+      local out = cjson.decode(curl("-X POST -d '{\"ticket_id\":\"" .. fake.TICKET .. "\",\"text\":\"hi\"}' "
+        .. url .. "/ticket/message"))
+      assert.are.equal("api", out.kind)
+      assert.are.equal(154401, out.code)
+    end)
+
+    it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()
+      local LATENCY = 0.2
+      fake.config({ latency = LATENCY })
+      local out = tmpdir()
+      -- 40 concurrent handler requests; 0.3 s in, a plain location of the same workers
+      sh(string.format(
+        "(curl -s --max-time 20 --parallel --parallel-max 40 -X POST -d '{\"ticket_id\":\"%s\",\"text\":\"hi\"}' "
+        .. "-w '%%{http_code} %%{time_total}\\n' -o '%s/#1' '%s/ticket/message?n=[1-40]' > %s/calls 2>/dev/null) & "
+        .. "sleep 0.3; curl -s --max-time 10 -o /dev/null -w '%%{http_code} %%{time_total}' %s/ping > %s/ping; wait",
+        fake.TICKET, out, url, out, url, out))
+      local ping_status, ping_time = sh("cat " .. out .. "/ping"):match("^(%d+) ([%d%.]+)$")
+      local fastest, slowest, n = math.huge, 0, 0
+      for status, t in sh("cat " .. out .. "/calls"):gmatch("(%d+) ([%d%.]+)") do
+        n = n + 1
+        assert.are.equal("200", status)
+        fastest, slowest = math.min(fastest, tonumber(t)), math.max(slowest, tonumber(t))
+      end
+      assert.are.equal(40, n)
+      -- every call waited for a token and a send (two latencies), so all were
+      -- still running when the ping went out; one blocked worker would take
+      -- 20 latencies for its half of them
+      assert.is_true(fastest >= 2 * LATENCY - 0.05, "fastest " .. fastest)
+      assert.is_true(slowest < 8 * LATENCY, "40 calls took " .. slowest .. " s")
+      assert.are.equal("200", ping_status)
+      assert.is_true(tonumber(ping_time) < 0.1, "ping took " .. ping_time .. " s")
+      -- both workers served calls, on one token fetched once
+      local workers = {}
+      for i = 1, 40 do
+        local f = assert(io.open(out .. "/" .. i))
+        workers[cjson.decode(f:read("*a")).worker] = true
+        f:close()
+      end
+      local count = 0
+      for _ in pairs(workers) do count = count + 1 end
+      assert.is_true(count >= 2, "calls served by " .. count .. " worker(s)")
+      local st = fake.state()
+      assert.are.equal(1, st.token_count)
+      assert.are.equal(40, st.ticket_messages[fake.TICKET])
+      sh("rm -rf " .. out)
+    end)
+  end)
+
+  describe("set-up errors", function()
+    setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
+    teardown(finish)
+
+    it("works from a content handler", function()
+      assert.matches("^ok om_", curl(url .. "/content"))
+    end)
+
+    it("names the missing thread pool and how to add it, sending nothing", function()
+      local before = #fake.requests()
+      local out = curl(url .. "/no-pool")
+      assert.matches("^invalid thread_pool: ", out)
+      assert.matches("thread_pool absent threads=16;", out, 1, true)
+      assert.are.equal(before, #fake.requests())
+      -- unless the caller allows blocking the worker
+      assert.matches("^ok om_", curl(url .. "/no-pool-blocking"))
+    end)
+
+    it("names a missing shared dict", function()
+      assert.matches("^invalid shared_dict: .*lua_shared_dict absent 1m;", curl(url .. "/no-dict"))
+    end)
+
+    it("refuses to block a phase that cannot wait, unless allowed", function()
+      local out = curl(url .. "/set-phase")
+      assert.matches("^invalid allow_blocking: .*in the set phase", out)
+      assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk"))
+      assert.matches("^ok om_", curl(url .. "/set-phase-blocking"))
+    end)
+  end)
+end)
