@@ -153,6 +153,7 @@ local function rate_limit(method, path)
   local name = endpoint_of(method, path)
   local lim = limits and name and limits[name]
   if not lim then return end
+  ngx.update_time() -- ngx.now() is the time the event loop last woke: too coarse for a window
   local now = ngx.now()
   local times = state.admitted[name] or {}
   state.admitted[name] = times

@@ -7,6 +7,8 @@ local fake = require "fake"
 
 local ROOT = os.getenv("PWD")
 local RUN = ROOT .. "/examples/openresty/run"
+-- many requests at once, without curl's progress meter (-s leaves it on)
+local PARALLEL = "curl -s --no-progress-meter --parallel"
 
 local function sh(cmd)
   local p = assert(io.popen(cmd .. " 2>&1"))
@@ -80,13 +82,33 @@ describe("OpenResty #openresty", function()
       assert.are.equal(154401, out.code)
     end)
 
+    it("keeps one rate-limit budget for all workers", function()
+      -- Feishu's 50 a second, counted by the fake; each worker alone would
+      -- send its half at 50 a second, and earn 429s
+      fake.config({ rate_limits = { ticket_message = { per_second = 50 } } })
+      -- 24 at once: fewer than the workers' Lua VMs, so none waits for one
+      local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 24 -X POST "
+        .. "-d '{\"ticket_id\":\"%s\",\"text\":\"hi\"}' -w '\n' '%s/ticket/message?n=[1-120]' 2>/dev/null",
+        fake.TICKET, url))
+      local workers, sent = {}, 0
+      for line in out:gmatch("[^\n]+") do
+        local answer = cjson.decode(line)
+        assert.matches("^om_", answer.message_id)
+        workers[answer.worker] = true
+        sent = sent + 1
+      end
+      assert.are.equal(120, sent)
+      assert.is_not_nil(next(workers, next(workers)), "one worker served every call")
+      assert.are.equal(0, fake.state().rate_limited)
+    end)
+
     it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()
       local LATENCY = 0.2
       fake.config({ latency = LATENCY })
       local out = tmpdir()
       -- 40 concurrent handler requests; 0.3 s in, a plain location of the same workers
       sh(string.format(
-        "(curl -s --max-time 20 --parallel --parallel-max 40 -X POST -d '{\"ticket_id\":\"%s\",\"text\":\"hi\"}' "
+        "(" .. PARALLEL .. " --max-time 20 --parallel-max 40 -X POST -d '{\"ticket_id\":\"%s\",\"text\":\"hi\"}' "
         .. "-w '%%{http_code} %%{time_total}\\n' -o '%s/#1' '%s/ticket/message?n=[1-40]' > %s/calls 2>/dev/null) & "
         .. "sleep 0.3; curl -s --max-time 10 -o /dev/null -w '%%{http_code} %%{time_total}' %s/ping > %s/ping; wait",
         fake.TICKET, out, url, out, url, out))
@@ -122,12 +144,34 @@ describe("OpenResty #openresty", function()
     end)
   end)
 
-  describe("set-up errors", function()
+  describe("set-up and phases", function()
     setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
     teardown(finish)
 
     it("works from a content handler", function()
       assert.matches("^ok om_", curl(url .. "/content"))
+    end)
+
+    it("works from a timer", function()
+      assert.matches("started", curl(url .. "/timer"))
+      local result = "pending"
+      for _ = 1, 50 do -- at most 5 s
+        result = curl(url .. "/timer-result")
+        if not result:match("^pending") then break end
+        sh("sleep 0.1")
+      end
+      assert.matches("^ok om_", result)
+    end)
+
+    it("waits for a free Lua VM when more calls run than the pool has VMs", function()
+      fake.config({ latency = 0.2 })
+      local out = sh(PARALLEL .. " --max-time 10 --parallel-max 6 -w '\n' '" .. url .. "/content?n=[1-6]'")
+      local ok = 0
+      for line in out:gmatch("[^\n]+") do
+        assert.matches("^ok om_", line)
+        ok = ok + 1
+      end
+      assert.are.equal(6, ok)
     end)
 
     it("names the missing thread pool and how to add it, sending nothing", function()

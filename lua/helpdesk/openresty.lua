@@ -70,8 +70,9 @@ function Handle:request(req)
     return self:blocking(req)
   end
   -- Every VM of the pool busy (lua_worker_thread_vm_pool_size): wait for one,
-  -- for as long as the exchange itself may take.
-  local waited, pause, limit = 0, 0.002, req.timeout or 30
+  -- for as long as the exchange itself may take. Polled often: a call that
+  -- waits goes out after its rate-limit slot, and should not go out late.
+  local waited, pause, limit = 0, 0.001, req.timeout or 30
   while true do
     local ok, status, body, headers = ngx.run_worker_thread(self.pool, "helpdesk.thread", "request", req)
     if ok then return status, body, headers end
@@ -91,7 +92,7 @@ function Handle:request(req)
     end
     ngx.sleep(pause)
     waited = waited + pause
-    pause = min(pause * 2, 0.05)
+    pause = min(pause * 2, 0.005)
   end
 end
 

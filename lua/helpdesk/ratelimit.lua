@@ -15,8 +15,9 @@ M.DEFAULTS = {
 
 local WINDOWS = { per_second = 1, per_minute = 60 }
 -- Requests reach Feishu a little later than they leave here, and not all
--- equally late: a margin keeps a burst at a window's edge inside the limit.
-local MARGIN = 0.02
+-- equally late (a thread pool, a busy machine: tens of ms): a margin keeps a
+-- burst at a window's edge inside the limit.
+local MARGIN = 0.05
 -- How long to wait for a concurrent caller to write the slot it reserved.
 local SLOT_WAIT = 1
 
