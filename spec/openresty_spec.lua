@@ -148,8 +148,14 @@ describe("OpenResty #openresty", function()
     setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
     teardown(finish)
 
-    it("works from a content handler", function()
-      assert.matches("^ok om_", curl(url .. "/content"))
+    it("works from a content handler, over kept-alive connections", function()
+      for _ = 1, 6 do assert.matches("^ok om_", curl(url .. "/content")) end
+      -- each Lua VM of the pool (two here) keeps its handle and its connection
+      local connections = {}
+      for _, r in ipairs(fake.requests_to("/open-apis/helpdesk")) do connections[r.connection] = true end
+      local n = 0
+      for _ in pairs(connections) do n = n + 1 end
+      assert.is_true(n >= 1 and n <= 2, n .. " connections for 6 calls")
     end)
 
     it("works from a timer", function()
