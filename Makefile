@@ -35,7 +35,7 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_SECONDS ?= 60
 FUZZER = $(BUILD)/fuzz/fuzz_wire
 
-.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak examples rock check demo clean
+.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak bench examples rock check demo clean
 
 all: build
 
@@ -72,13 +72,22 @@ $(FUZZER): fuzz/fuzz_wire.c src/wire.c src/wire.h
 fuzz: deps $(FUZZER)
 	tools/fuzz $(FUZZ_SECONDS)
 
+# The benchmarks (bench/): never part of the tests.
+$(BUILD)/bench/raw_send: bench/raw_send.c
+	@mkdir -p $(dir $@)
+	$(CC) $(WARN) -D_POSIX_C_SOURCE=200809L -O2 $(CURL_CFLAGS) -o $@ $< $(CURL_LIBS)
+
+bench: deps build $(BUILD)/bench/raw_send
+	bench/node-sdk-install
+	fake/fakefeishu run $(LUA) bench/run.lua
+
 # 100k calls through one client and through short-lived clients: file
 # descriptors and Lua memory must stay flat. A script, not a timed test.
 soak: deps build
 	fake/fakefeishu run $(LUA) tools/soak.lua
 
 lint:
-	luacheck lua spec examples fake tools/soak.lua
+	luacheck lua spec examples fake bench tools/soak.lua
 
 test: build-all
 	fake/fakefeishu run $(LUA) /usr/bin/busted

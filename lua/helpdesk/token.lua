@@ -38,9 +38,11 @@ end
 function Token:cached()
   local v = self.store:get(self.key)
   if type(v) ~= "string" then return nil end
+  if v == self.raw then return self.parsed end -- parsed once, not on every call
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
   if not tok then return nil end
-  return { token = tok, refresh_at = tonumber(refresh_at), expires_at = tonumber(expires_at) }
+  self.raw, self.parsed = v, { token = tok, refresh_at = tonumber(refresh_at), expires_at = tonumber(expires_at) }
+  return self.parsed
 end
 
 -- Fetches a token and caches it; the caller holds the lock.
