@@ -149,7 +149,7 @@ results.machine = {
 }
 print(string.format("machine: %s, %d cores; %s, libcurl %s", results.machine.cpu, results.machine.cores,
   _VERSION, core.curl_version))
-print(string.format("%d rounds of %d sends, 3 of iterating, contenders alternated; medians", ROUNDS, SENDS))
+print(string.format("%d rounds of %d sends, 5 of iterating, contenders alternated; medians", ROUNDS, SENDS))
 if not have_node then print("node SDK: not installed (npm unreachable?): its row is left out") end
 
 -- warm-up: connections, token, caches
@@ -167,11 +167,11 @@ for round = 1, ROUNDS do
   end
   io.stderr:write(string.format("send round %d/%d done\n", round, ROUNDS))
 end
-for round = 1, 3 do
+for round = 1, 5 do
   collectgarbage()
   it_m[round], it_mem[round] = module_iterate(client)
   it_r[round] = raw_iterate(token)
-  io.stderr:write(string.format("iteration round %d/3 done\n", round))
+  io.stderr:write(string.format("iteration round %d/5 done\n", round))
 end
 
 print()

@@ -347,8 +347,9 @@ local function list_messages(ticket_id)
   if not (ok1 and ok2 and ok3 and ok4) then return bad_request("query") end
   page, size = page or 1, size or 20
   local t = ticket(ticket_id)
-  local matched = {}
-  for _, m in ipairs(t.messages) do
+  -- without filters, pages come straight from the list (fast enough for the bench)
+  local matched = (t0 or t1) and {} or t.messages
+  for _, m in ipairs((t0 or t1) and t.messages or {}) do
     local s = math.floor(m.created_at / 1000)
     if (not t0 or s >= t0) and (not t1 or s <= t1) then matched[#matched + 1] = m end
   end
