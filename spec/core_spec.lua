@@ -22,6 +22,40 @@ describe("helpdesk.core", function()
     end)
   end)
 
+  describe("normalize", function()
+    local cjson = require "cjson"
+    local has_integers = math.type ~= nil
+
+    it("turns integral floats into integers and drops nulls under string keys", function()
+      local v = core.normalize(cjson.decode(
+        '{"code":0,"total":12,"x":1.5,"big":1e300,"edge":9007199254740993,"gone":null,'
+        .. '"list":[1,null,{"created_at":1700000000123,"none":null}]}'), cjson.null)
+      assert.are.equal(0, v.code)
+      assert.are.equal(1.5, v.x)
+      assert.is_nil(v.gone)
+      assert.are.equal(cjson.null, v.list[2]) -- an array keeps its place
+      assert.is_nil(v.list[3].none)
+      assert.are.equal(1700000000123, v.list[3].created_at)
+      if has_integers then
+        assert.are.equal("integer", math.type(v.code))
+        assert.are.equal("integer", math.type(v.total))
+        assert.are.equal("integer", math.type(v.list[1]))
+        assert.are.equal("integer", math.type(v.list[3].created_at))
+        assert.are.equal("float", math.type(v.x))
+        assert.are.equal("float", math.type(v.big)) -- past 2^53: no exact integer
+        assert.are.equal("float", math.type(v.edge))
+      end
+    end)
+
+    it("passes other values through and refuses a cycle", function()
+      assert.are.equal("text", core.normalize("text", cjson.null))
+      assert.is_nil(core.normalize(nil, cjson.null))
+      local t = {}
+      t.self = t
+      assert.has_error(function() core.normalize(t, cjson.null) end)
+    end)
+  end)
+
   describe("handle", function()
     local h
     before_each(function()

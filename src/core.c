@@ -396,6 +396,46 @@ static int core_monotime(lua_State *L) {
   return 1;
 }
 
+/* Walks the table at idx (a value lua-cjson decoded): floats with an
+ * integral value below 2^53 become integers (Lua 5.3+; lua-cjson 2.1
+ * decodes every number as a float), and fields under string keys that hold
+ * the null sentinel at null_idx are removed. Assigning to fields that exist
+ * is allowed during lua_next. */
+static void normalize(lua_State *L, int idx, int null_idx, int depth) {
+  if (depth > 1000) luaL_error(L, "normalize: tables nested too deep (a cycle?)");
+  luaL_checkstack(L, 6, "normalize");
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TTABLE) {
+      normalize(L, lua_gettop(L), null_idx, depth + 1);
+#if LUA_VERSION_NUM >= 503
+    } else if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number x = lua_tonumber(L, -1);
+      /* 2^53 itself may stand for 2^53 + 1, rounded: it stays a float */
+      if (x > -9007199254740992.0 && x < 9007199254740992.0 && x == (lua_Number)(lua_Integer)x) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, (lua_Integer)x);
+        lua_rawset(L, idx);
+      }
+#endif
+    } else if (t == LUA_TLIGHTUSERDATA && lua_type(L, -2) == LUA_TSTRING && lua_rawequal(L, -1, null_idx)) {
+      lua_pushvalue(L, -2);
+      lua_pushnil(L);
+      lua_rawset(L, idx);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* core.normalize(value, null) -> value, its tables fixed up in place */
+static int core_normalize(lua_State *L) {
+  lua_settop(L, 2);
+  if (lua_type(L, 1) == LUA_TTABLE) normalize(L, 1, 2, 0);
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* core.sleep(seconds) -- blocks the thread; OpenResty code uses ngx.sleep */
 static int core_sleep(lua_State *L) {
   double s = luaL_checknumber(L, 1);
@@ -428,6 +468,7 @@ static const luaL_Reg core_functions[] = {
     {"new", core_new},
     {"base64", core_base64},
     {"monotime", core_monotime},
+    {"normalize", core_normalize},
     {"sleep", core_sleep},
     {NULL, NULL},
 };

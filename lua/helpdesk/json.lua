@@ -1,7 +1,7 @@
 -- JSON through lua-cjson, with Feishu's integers kept as integers.
 local cjson = require("cjson.safe").new()
-local type, pairs, floor = type, pairs, math.floor
-local tointeger = math.tointeger or function(x) return x end
+local core_normalize = require("helpdesk.core").normalize
+local type = type
 
 local M = {}
 
@@ -10,23 +10,12 @@ cjson.decode_max_depth(200)
 cjson.encode_max_depth(200)
 
 local null = cjson.null
-local MAX_EXACT = 2 ^ 53
 
--- lua-cjson 2.1 decodes every number as a float: integral values within
--- 2^53 (created_at, total, codes) become integers again; JSON nulls under a
--- string key become absent fields.
+-- lua-cjson 2.1 decodes every number as a float: integral values below 2^53
+-- in magnitude (created_at, total, codes) become integers again; JSON nulls
+-- under a string key become absent fields. In C: the hot loop of a listing.
 local function normalize(v)
-  for k, x in pairs(v) do
-    local t = type(x)
-    if t == "number" then
-      if x == floor(x) and x >= -MAX_EXACT and x <= MAX_EXACT then v[k] = tointeger(x) end
-    elseif t == "table" then
-      normalize(x)
-    elseif x == null and type(k) == "string" then
-      v[k] = nil
-    end
-  end
-  return v
+  return core_normalize(v, null)
 end
 
 -- Returns the decoded value, or nil and a message.
