@@ -218,30 +218,31 @@ static int push_failure(lua_State *L, handle *h, CURLcode rc) {
  * -> nil, { message=, curl_code=, curl_error=, sent=, too_large= }
  * Misuse (bad option types, CR/LF/NUL in a header) raises.
  */
-static int handle_request(lua_State *L) {
-  handle *h = check_handle(L);
+/* Configures h for the request table at index 2 (index 1 is the handle or
+ * the multi). Leaves the url at 3, the body at 4 and the headers at 5: the
+ * caller keeps the body anchored while the transfer runs. Raises on misuse,
+ * before anything is sent. */
+static void setup_request(lua_State *L, handle *h) {
   CURL *c = h->curl;
   const char *method, *url, *ca_file, *ca_path, *proxy, *body = NULL;
   size_t url_len, body_len = 0;
   double timeout, connect_timeout, max_body;
   int insecure;
-  long status = 0;
-  CURLcode rc;
 
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_settop(L, 2);
   method = opt_string(L, 2, "method");
   if (method == NULL) method = "GET";
   if (strcmp(method, "GET") != 0 && strcmp(method, "POST") != 0)
-    return luaL_error(L, "method must be GET or POST");
+    luaL_error(L, "method must be GET or POST");
   lua_getfield(L, 2, "url"); /* index 3: anchors the url */
   url = lua_tolstring(L, 3, &url_len);
-  if (url == NULL || lua_type(L, 3) != LUA_TSTRING) return luaL_error(L, "url must be a string");
+  if (url == NULL || lua_type(L, 3) != LUA_TSTRING) luaL_error(L, "url must be a string");
   if (hd_has_crlf_nul(url, url_len) || strchr(url, ' '))
-    return luaL_error(L, "url has a space, CR, LF or NUL");
+    luaL_error(L, "url has a space, CR, LF or NUL");
   lua_getfield(L, 2, "body"); /* index 4: anchors the body during the transfer */
   if (!lua_isnil(L, 4)) {
-    if (lua_type(L, 4) != LUA_TSTRING) return luaL_error(L, "body must be a string");
+    if (lua_type(L, 4) != LUA_TSTRING) luaL_error(L, "body must be a string");
     body = lua_tolstring(L, 4, &body_len);
   }
   lua_getfield(L, 2, "headers"); /* index 5 */
@@ -258,7 +259,7 @@ static int handle_request(lua_State *L) {
   if (strcmp(method, "POST") == 0) {
     /* no "Expect: 100-continue" round trip */
     struct curl_slist *next = curl_slist_append(h->headers, "Expect:");
-    if (next == NULL) return luaL_error(L, "out of memory");
+    if (next == NULL) luaL_error(L, "out of memory");
     h->headers = next;
   }
 
@@ -310,18 +311,28 @@ static int handle_request(lua_State *L) {
     h->post_pos = 0;
     curl_easy_setopt(c, CURLOPT_HTTPGET, 1L);
   }
+}
 
-  rc = curl_easy_perform(c);
+/* The answer of a finished transfer: status, body, headers (3 values), or
+ * nil and the error table (2) */
+static int push_result(lua_State *L, handle *h, CURLcode rc) {
+  long status = 0;
   h->post = NULL;
   if (rc != CURLE_OK) return push_failure(L, h, rc);
   h->post_pos = 0;
-  curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, &status);
   lua_pushinteger(L, (lua_Integer)status);
   lua_pushlstring(L, h->body.data ? h->body.data : "", h->body.len);
   push_headers(L, &h->head);
   /* do not keep a large answer's memory for the life of the client */
   if (h->body.cap > 1024 * 1024) hd_buf_free(&h->body);
   return 3;
+}
+
+static int handle_request(lua_State *L) {
+  handle *h = check_handle(L);
+  setup_request(L, h); /* the body stays anchored at index 4 */
+  return push_result(L, h, curl_easy_perform(h->curl));
 }
 
 /* handle:close() -- also __gc and __close; safe to call more than once */
