@@ -56,6 +56,96 @@ describe("helpdesk.core", function()
     end)
   end)
 
+  describe("multi", function()
+    local cjson = require "cjson"
+    local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+    local function post()
+      return { method = "POST", url = fake.url .. TOKEN_PATH, headers = { ["Content-Type"] = "application/json" },
+               body = cjson.encode({ app_id = fake.APP_ID, app_secret = fake.APP_SECRET }) }
+    end
+    -- results by slot, waiting a bounded number of times
+    local function drain(m)
+      local got = {}
+      for _ = 1, 50 do
+        for _, r in ipairs(m:wait(1)) do got[r.slot] = r end
+        if m:pending() == 0 then break end
+      end
+      return got
+    end
+    before_each(function() fake.reset() end)
+
+    it("runs transfers at once, each on a connection it keeps for the next", function()
+      local m = assert(core.multi(3))
+      for i = 1, 3 do assert.are.equal(i, m:add(post())) end
+      assert.has_error(function() m:add(post()) end) -- every slot taken
+      assert.are.equal(3, m:pending())
+      local got = drain(m)
+      for i = 1, 3 do
+        assert.are.equal(200, got[i].status)
+        assert.matches("tenant_access_token", got[i].body, 1, true)
+        assert.matches("^application/json", got[i].headers["content-type"])
+      end
+      local first, n = {}, 0
+      for _, r in ipairs(fake.requests()) do
+        if not first[r.connection] then n = n + 1 end
+        first[r.connection] = true
+      end
+      assert.are.equal(3, n) -- three in flight at once: three connections
+      for _ = 1, 3 do m:add(post()) end
+      drain(m)
+      local reqs = fake.requests()
+      assert.are.equal(6, #reqs)
+      for i = 4, 6 do assert.is_true(first[reqs[i].connection], "request " .. i .. " on a new connection") end
+      m:close()
+      m:close()
+      assert.matches("closed", tostring(m))
+      assert.has_error(function() m:add(post()) end)
+    end)
+
+    it("never resends a POST whose kept-alive connection drops", function()
+      local m = assert(core.multi(1))
+      m:add(post())
+      assert.are.equal(200, drain(m)[1].status)
+      fake.fault({ path = TOKEN_PATH, close = true })
+      m:add(post())
+      local r = drain(m)[1]
+      assert.is_nil(r.status)
+      assert.is_true(r.error.sent)
+      assert.is_number(r.error.curl_code)
+      assert.are.equal(2, #fake.requests_to(TOKEN_PATH)) -- the dropped one went out once
+      m:add(post()) -- and the slot works again
+      assert.are.equal(200, drain(m)[1].status)
+      m:close()
+    end)
+
+    it("waits for nothing when nothing runs, and frees a slot a bad request took", function()
+      local m = assert(core.multi(1))
+      assert.are.same({}, m:wait(0))
+      assert.has_error(function() m:add({ method = "DELETE", url = fake.url }) end)
+      assert.has_error(function() m:add({ url = fake.url, headers = { ["X-Bad"] = "a\r\nb" } }) end)
+      assert.are.equal(0, m:pending())
+      assert.are.equal(1, m:add({ url = fake.url .. "/_fake/state" }))
+      assert.are.equal(200, drain(m)[1].status)
+      assert.has_error(function() core.multi(0) end)
+      m:close()
+    end)
+
+    it("drops what is in flight when closed or collected", function()
+      fake.config({ latency = 0.2 })
+      local m = assert(core.multi(2))
+      m:add(post())
+      m:add(post())
+      m:close() -- valgrind and ASan check that nothing leaks
+      assert.matches("closed", tostring(m))
+      assert.has_error(function() m:pending() end)
+      local g = assert(core.multi(2))
+      g:add(post())
+      g = nil -- luacheck: ignore 311
+      collectgarbage()
+      collectgarbage()
+    end)
+  end)
+
   describe("handle", function()
     local h
     before_each(function()

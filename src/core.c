@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -17,6 +18,8 @@
 #include "wire.h"
 
 #define HANDLE_MT "helpdesk.core.handle"
+#define MULTI_MT "helpdesk.core.multi"
+#define MAX_SLOTS 256
 #define DEFAULT_MAX_BODY (8 * 1024 * 1024)
 #define MAX_HEAD (64 * 1024)
 
@@ -28,7 +31,17 @@ typedef struct {
   size_t post_len, post_pos;
   int body_failed, head_failed; /* hd_buf_append result that stopped it */
   char errbuf[CURL_ERROR_SIZE];
+  int body_ref; /* in a multi: the registry reference anchoring the POST body */
+  int busy;     /* in a multi: added and not finished */
 } handle;
+
+/* Concurrent transfers: slots easy handles in one multi handle, which keeps
+ * the connections for all of them. */
+typedef struct {
+  CURLM *multi;
+  handle *slots;
+  int n;
+} multi;
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
@@ -356,6 +369,176 @@ static int handle_tostring(lua_State *L) {
   return 1;
 }
 
+/* --- the multi interface: several transfers at once */
+
+static multi *check_multi(lua_State *L) {
+  multi *m = (multi *)luaL_checkudata(L, 1, MULTI_MT);
+  if (m->multi == NULL) luaL_argerror(L, 1, "multi is closed");
+  return m;
+}
+
+static void slot_release(lua_State *L, multi *m, handle *h) {
+  if (h->busy) curl_multi_remove_handle(m->multi, h->curl);
+  h->busy = 0;
+  h->post = NULL;
+  luaL_unref(L, LUA_REGISTRYINDEX, h->body_ref);
+  h->body_ref = LUA_NOREF;
+}
+
+/* multi:add(request) -> slot number (1..n); the request table as for
+ * handle:request. Raises when no slot is free or on misuse. */
+static int multi_add(lua_State *L) {
+  multi *m = check_multi(L);
+  handle *h = NULL;
+  int i;
+  CURLMcode mc;
+  for (i = 0; i < m->n; i++) {
+    if (!m->slots[i].busy) {
+      h = &m->slots[i];
+      break;
+    }
+  }
+  if (h == NULL) return luaL_error(L, "no free slot (%d in flight)", m->n);
+  setup_request(L, h);
+  lua_pushvalue(L, 4); /* the body lives as long as the transfer */
+  h->body_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  mc = curl_multi_add_handle(m->multi, h->curl);
+  if (mc != CURLM_OK) {
+    slot_release(L, m, h);
+    return luaL_error(L, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
+  }
+  h->busy = 1;
+  lua_pushinteger(L, (lua_Integer)(i + 1));
+  return 1;
+}
+
+/* multi:wait(seconds) -> { { slot =, status =, body =, headers = } or
+ * { slot =, error = } ... }: runs the transfers until one or more finish or
+ * the time is up (then the list is empty). */
+static int multi_wait(lua_State *L) {
+  multi *m = check_multi(L);
+  double seconds = luaL_optnumber(L, 2, 0);
+  double deadline;
+  struct timespec ts;
+  int done = 0;
+  lua_settop(L, 1);
+  lua_newtable(L); /* 2: the results */
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  deadline = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9 + (seconds > 0 ? seconds : 0);
+  for (;;) {
+    int running = 0, left = 0;
+    CURLMsg *msg;
+    double now;
+    curl_multi_perform(m->multi, &running);
+    while ((msg = curl_multi_info_read(m->multi, &left)) != NULL) {
+      int i, n;
+      if (msg->msg != CURLMSG_DONE) continue;
+      for (i = 0; i < m->n && m->slots[i].curl != msg->easy_handle; i++) {
+      }
+      if (i == m->n) continue;
+      {
+        handle *h = &m->slots[i];
+        CURLcode rc = msg->data.result;
+        curl_multi_remove_handle(m->multi, h->curl);
+        h->busy = 0;
+        lua_createtable(L, 0, 4);
+        lua_pushinteger(L, (lua_Integer)(i + 1));
+        lua_setfield(L, -2, "slot");
+        n = push_result(L, h, rc);
+        if (n == 3) {
+          lua_setfield(L, -4, "headers");
+          lua_setfield(L, -3, "body");
+          lua_setfield(L, -2, "status");
+        } else {
+          lua_setfield(L, -3, "error");
+          lua_pop(L, 1);
+        }
+        slot_release(L, m, h);
+        lua_rawseti(L, 2, ++done);
+      }
+    }
+    if (done > 0 || running == 0) break;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    if (now >= deadline) break;
+    curl_multi_poll(m->multi, NULL, 0, (int)((deadline - now) * 1000) + 1, NULL);
+  }
+  return 1;
+}
+
+/* multi:pending() -> transfers in flight */
+static int multi_pending(lua_State *L) {
+  multi *m = check_multi(L);
+  int i, busy = 0;
+  for (i = 0; i < m->n; i++) busy += m->slots[i].busy;
+  lua_pushinteger(L, busy);
+  return 1;
+}
+
+/* multi:close() -- also __gc and __close; drops what is in flight */
+static int multi_close(lua_State *L) {
+  multi *m = (multi *)luaL_checkudata(L, 1, MULTI_MT);
+  int i;
+  if (m->slots) {
+    for (i = 0; i < m->n; i++) {
+      handle *h = &m->slots[i];
+      if (m->multi) slot_release(L, m, h);
+      if (h->curl) curl_easy_cleanup(h->curl);
+      curl_slist_free_all(h->headers);
+      hd_buf_free(&h->body);
+      hd_buf_free(&h->head);
+    }
+    free(m->slots);
+    m->slots = NULL;
+  }
+  if (m->multi) curl_multi_cleanup(m->multi);
+  m->multi = NULL;
+  return 0;
+}
+
+static int multi_tostring(lua_State *L) {
+  multi *m = (multi *)luaL_checkudata(L, 1, MULTI_MT);
+  lua_pushfstring(L, "helpdesk.core.multi (%d slots, %s)", m->n, m->multi ? "open" : "closed");
+  return 1;
+}
+
+/* core.multi(n) -> multi with n slots (1..256) | nil, message */
+static int core_multi(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  multi *m;
+  int i;
+  luaL_argcheck(L, n >= 1 && n <= MAX_SLOTS, 1, "slots must be 1..256");
+  pthread_once(&global_once, global_init);
+  if (global_rc != CURLE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
+    return 2;
+  }
+  m = (multi *)lua_newuserdata(L, sizeof *m);
+  memset(m, 0, sizeof *m);
+  luaL_getmetatable(L, MULTI_MT);
+  lua_setmetatable(L, -2);
+  m->slots = (handle *)calloc((size_t)n, sizeof *m->slots);
+  m->multi = curl_multi_init();
+  if (m->slots == NULL || m->multi == NULL) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "out of memory");
+    return 2;
+  }
+  m->n = (int)n;
+  for (i = 0; i < m->n; i++) {
+    m->slots[i].body_ref = LUA_NOREF;
+    m->slots[i].curl = curl_easy_init();
+    if (m->slots[i].curl == NULL) {
+      lua_pushnil(L);
+      lua_pushliteral(L, "curl_easy_init failed");
+      return 2;
+    }
+  }
+  curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, (long)n);
+  return 1;
+}
+
 /* core.new() -> handle | nil, message */
 static int core_new(lua_State *L) {
   handle *h;
@@ -475,8 +658,26 @@ static const luaL_Reg handle_meta[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg multi_methods[] = {
+    {"add", multi_add},
+    {"wait", multi_wait},
+    {"pending", multi_pending},
+    {"close", multi_close},
+    {NULL, NULL},
+};
+
+static const luaL_Reg multi_meta[] = {
+    {"__gc", multi_close},
+#if LUA_VERSION_NUM >= 504
+    {"__close", multi_close},
+#endif
+    {"__tostring", multi_tostring},
+    {NULL, NULL},
+};
+
 static const luaL_Reg core_functions[] = {
     {"new", core_new},
+    {"multi", core_multi},
     {"base64", core_base64},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
@@ -490,6 +691,14 @@ int luaopen_helpdesk_core(lua_State *L) {
     luaL_newlib(L, handle_methods);
     lua_setfield(L, -2, "__index");
     lua_pushliteral(L, "helpdesk.core.handle");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  if (luaL_newmetatable(L, MULTI_MT)) {
+    luaL_setfuncs(L, multi_meta, 0);
+    luaL_newlib(L, multi_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushliteral(L, "helpdesk.core.multi");
     lua_setfield(L, -2, "__name");
   }
   lua_pop(L, 1);
