@@ -31,6 +31,7 @@ build = {
       libraries = { "curl", "pthread" },
     },
     helpdesk = "lua/helpdesk.lua",
+    ["helpdesk.batch"] = "lua/helpdesk/batch.lua",
     ["helpdesk.client"] = "lua/helpdesk/client.lua",
     ["helpdesk.clock"] = "lua/helpdesk/clock.lua",
     ["helpdesk.config"] = "lua/helpdesk/config.lua",

@@ -412,11 +412,12 @@ function M.handle()
   if path:sub(1, 7) == "/_fake/" then return control(path, body) end
 
   record(body)
+  local fault = take_fault(method, path)
+  -- counted as it arrives, as Feishu does, before any latency
+  if not fault then rate_limit(method, path) end
   -- config.latency: every answer takes this long (seconds), without holding up the others
   if state.config.latency then ngx.sleep(state.config.latency) end
-  local fault = take_fault(method, path)
   if fault then return apply_fault(fault) end
-  rate_limit(method, path)
 
   local headers = ngx.req.get_headers(100)
   if path == "/open-apis/auth/v3/tenant_access_token/internal" and method == "POST" then

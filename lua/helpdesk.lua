@@ -38,10 +38,11 @@ local function default()
   return default_client
 end
 
--- helpdesk.send_ticket_message(ticket_id, msg [, opts]), helpdesk.bot_message(msg [, opts])
+-- helpdesk.send_ticket_message(ticket_id, msg [, opts]), helpdesk.send_ticket_messages(items [, opts]),
+-- helpdesk.bot_message(msg [, opts])
 -- and helpdesk.list_ticket_messages(ticket_id, query [, opts]): the client
 -- methods of the same names, on the default client.
-for _, name in ipairs({ "send_ticket_message", "bot_message", "list_ticket_messages" }) do
+for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_message", "list_ticket_messages" }) do
   M[name] = function(...)
     local c, err = default()
     if not c then return nil, err end

@@ -180,6 +180,12 @@ describe("OpenResty #openresty", function()
       assert.are.equal(6, ok)
     end)
 
+    it("sends a batch from a handler, in input order", function()
+      fake.config({ latency = 0.1 })
+      assert.are.equal("ok ok invalid ok ok ok; failed 1\n", curl(url .. "/batch"))
+      assert.are.equal(5, fake.state().ticket_messages[fake.TICKET])
+    end)
+
     it("names the missing thread pool and how to add it, sending nothing", function()
       local before = #fake.requests()
       local out = curl(url .. "/no-pool")

@@ -5,6 +5,7 @@ local core = require "helpdesk.core"
 local config = require "helpdesk.config"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
+local batch = require "helpdesk.batch"
 local openresty = require "helpdesk.openresty"
 local ratelimit = require "helpdesk.ratelimit"
 local retry = require "helpdesk.retry"
@@ -146,6 +147,18 @@ local function attempt_opts(c, call_opts, deadline)
   }
 end
 
+-- The headers of a helpdesk call (never of the token fetch).
+local function helpdesk_headers(p, tok, method)
+  local headers = {
+    ["Authorization"] = "Bearer " .. tok,
+    ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
+    ["User-Agent"] = USER_AGENT,
+    ["Accept"] = "application/json",
+  }
+  if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
+  return headers
+end
+
 -- Says in the error that a POST which failed after going out may have been
 -- delivered, so nobody resends it blindly.
 local function mark_maybe_delivered(method, err)
@@ -184,14 +197,8 @@ local function call(c, endpoint, method, path, query, body, call_opts)
       end
     end
     if tok then
-      local headers = {
-        ["Authorization"] = "Bearer " .. tok,
-        ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
-        ["User-Agent"] = USER_AGENT,
-        ["Accept"] = "application/json",
-      }
-      if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
-      obj, err = core_request(c, method, url, headers, body, attempt_opts(c, call_opts, deadline))
+      obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body,
+                              attempt_opts(c, call_opts, deadline))
       if obj then break end
       -- A token-invalid answer means the request was not processed: a fresh
       -- token and one more try cannot duplicate a message.
@@ -249,6 +256,113 @@ function Client:send_ticket_message(ticket_id, msg, opts)
   local body = json.encode({ msg_type = msg_type, content = content })
   return message_result(call(self, "ticket_message", "POST",
                              "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages", {}, body, call_opts))
+end
+
+local TICKET_BATCH_FIELDS = { ticket_id = true, msg_type = true, content = true }
+
+-- Checks the batch's options: { concurrency = 1..64 (8) } and the per-call ones.
+local function batch_opts(opts)
+  if opts ~= nil and type(opts) ~= "table" then return nil, errors.invalid("opts", "must be a table") end
+  local rest, concurrency = {}, 8
+  for k, v in pairs(opts or {}) do
+    if k ~= "concurrency" then rest[k] = v end
+  end
+  if opts and opts.concurrency ~= nil then
+    local err
+    concurrency, err = validate.integer("concurrency", opts.concurrency, 1, 64)
+    if not concurrency then return nil, err end
+  end
+  local call_opts, err = validate.call_opts(rest)
+  if not call_opts then return nil, err end
+  return call_opts, concurrency
+end
+
+-- The answer to one message of a batch, as a single send would give it.
+local function batch_result(c, r)
+  if r.obj then
+    local data, meta = r.obj.data, r.meta
+    if type(data) ~= "table" then return { err = M.decode_error("answer lacks data", meta) } end
+    local ok, err = message_result(data, meta)
+    if ok then return { data = ok } end
+    return { err = err }
+  end
+  mark_maybe_delivered("POST", r.err)
+  return { err = errors.redact(r.err, secrets_of(c)) }
+end
+
+--- Sends many ticket messages at once: items = { { ticket_id =, msg_type =,
+-- content = }, … }; opts: concurrency (8), budget (for the whole batch),
+-- timeout, connect_timeout, max_retries. Returns a list in input order of
+-- { data = { message_id = } } or { err = error }, with .failed counting the
+-- errors; nil and an error only when items or opts are malformed.
+function Client:send_ticket_messages(items, opts)
+  if type(items) ~= "table" then return nil, errors.invalid("items", "must be a list of messages") end
+  local n = #items
+  for k in pairs(items) do
+    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
+      return nil, errors.invalid("items", "must be a list (keys 1..n)")
+    end
+  end
+  local call_opts, concurrency = batch_opts(opts)
+  if not call_opts then return nil, concurrency end
+  local p = private[self]
+  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
+  if p.handle.check then
+    local ok, why = p.handle:check()
+    if not ok then return nil, transport.setup_error(why) end
+  end
+
+  local results, jobs, item_of = { failed = 0 }, {}, {}
+  for i = 1, n do
+    local item, id, msg_type, content, err = items[i]
+    if type(item) ~= "table" then
+      err = errors.invalid("items[" .. i .. "]", "must be a message table")
+    else
+      id, err = validate.ticket_id(item.ticket_id)
+      if id then
+        msg_type, content = validate.message(item, TICKET_BATCH_FIELDS, validate.ticket_msg_type)
+        if not msg_type then err = content end
+      end
+    end
+    if err then
+      results[i] = { err = err }
+    else
+      jobs[#jobs + 1] = { path = "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages",
+                          body = json.encode({ msg_type = msg_type, content = content }) }
+      item_of[#jobs] = i
+    end
+  end
+
+  local done
+  if openresty.in_nginx() then
+    done = openresty.each(jobs, concurrency, function(job)
+      local data, meta = call(self, "ticket_message", "POST", job.path, {}, job.body, call_opts)
+      if data then return { obj = { data = data }, meta = meta } end
+      return { err = meta, final = true }
+    end)
+  else
+    for _, job in ipairs(jobs) do job.url = self.base_url .. job.path end
+    done = batch.run({
+      jobs = jobs, concurrency = concurrency,
+      deadline = clock.now() + (call_opts.budget or self.budget),
+      max_retries = call_opts.max_retries or self.max_retries,
+      max_rate_limit_wait = self.max_rate_limit_wait,
+      tokens = p.tokens, limiter = p.limits and p.limits.ticket_message,
+      headers = function(tok) return helpdesk_headers(p, tok, "POST") end,
+      request = function(deadline)
+        local a = attempt_opts(self, call_opts, deadline)
+        return { timeout = a.timeout, connect_timeout = a.connect_timeout, max_body = self.max_body_size,
+                 ca_file = self.ca_file, ca_path = self.ca_path, insecure = self.insecure }
+      end,
+    })
+  end
+  for j, r in ipairs(done) do
+    results[item_of[j]] = r.final and { err = r.err } or batch_result(self, r)
+  end
+  for i = 1, n do
+    if results[i].err then results.failed = results.failed + 1 end
+  end
+  return results
 end
 
 local BOT_MSG_FIELDS = { msg_type = true, content = true, receiver_id = true,

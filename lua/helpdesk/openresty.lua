@@ -96,6 +96,29 @@ function Handle:request(req)
   end
 end
 
+-- Runs fn(job) for every job, at most concurrency at once, in light
+-- threads (each waits on the thread pool without holding up the others).
+-- Returns the results in job order. Where the pool cannot be used (allowed
+-- blocking), one after the other.
+function M.each(jobs, concurrency, fn)
+  local out, nxt = {}, 1
+  local function worker()
+    while nxt <= #jobs do
+      local i = nxt
+      nxt = nxt + 1
+      out[i] = fn(jobs[i])
+    end
+  end
+  if not M.can_yield() then
+    worker()
+    return out
+  end
+  local threads = {}
+  for k = 1, math.min(concurrency, #jobs) do threads[k] = ngx.thread.spawn(worker) end
+  for k = 1, #threads do ngx.thread.wait(threads[k]) end
+  return out
+end
+
 -- The thread VMs keep their handles for the next client; only the fallback
 -- handle is this client's own.
 function Handle:close()

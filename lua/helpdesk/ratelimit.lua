@@ -15,9 +15,9 @@ M.DEFAULTS = {
 
 local WINDOWS = { per_second = 1, per_minute = 60 }
 -- Requests reach Feishu a little later than they leave here, and not all
--- equally late (a thread pool, a busy machine: tens of ms): a margin keeps a
+-- equally late (a thread pool, a busy machine: some ms): a margin keeps a
 -- burst at a window's edge inside the limit.
-local MARGIN = 0.05
+local MARGIN = 0.03
 -- How long to wait for a concurrent caller to write the slot it reserved.
 local SLOT_WAIT = 1
 
@@ -82,10 +82,10 @@ function M.limiter(limits, store, prefix, now)
   return setmetatable({ windows = windows }, Limiter)
 end
 
--- Waits for a slot and takes it. Returns the seconds waited, or nil and the
--- wait that was needed when it would end after deadline (and then the slot
--- is handed on unused).
-function Limiter:acquire(clock, deadline)
+-- Takes the next slot without waiting: returns the time (on clock) the call
+-- may start, or nil and the wait that was needed when that would be after
+-- deadline (and then the slot is handed on unused).
+function Limiter:reserve(clock, deadline)
   local now = clock.now()
   local start, ks, prev = now, {}, {}
   for i, w in ipairs(self.windows) do
@@ -99,8 +99,17 @@ function Limiter:acquire(clock, deadline)
     return nil, start - now
   end
   for i, w in ipairs(self.windows) do w:write(ks[i], start) end
+  return start
+end
+
+-- Waits for a slot and takes it. Returns the seconds waited, or nil and the
+-- wait that was needed when it would end after deadline.
+function Limiter:acquire(clock, deadline)
+  local start, need = self:reserve(clock, deadline)
+  if not start then return nil, need end
+  local now = clock.now()
   if start > now then clock.sleep(start - now) end
-  return start - now
+  return start > now and start - now or 0
 end
 
 -- Checks the rate_limit option and returns { endpoint = limits|nil } or

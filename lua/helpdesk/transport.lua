@@ -49,7 +49,12 @@ end
 -- req: the core's request table. Returns the decoded JSON object and
 -- { status =, log_id = }, or nil and an error.
 function M.exchange(handle, req)
-  local status, body, headers = handle:request(req)
+  return M.answer(handle:request(req))
+end
+
+-- What the core returned for one request (status, body, headers, or nil and
+-- the error info), sorted the same way.
+function M.answer(status, body, headers)
   if not status then return nil, transport_error(body) end
 
   local decoded = json.decode(body)

@@ -1,0 +1,133 @@
+-- Many POSTs at once on libcurl's multi interface (core.multi): at most
+-- `concurrency` in flight over kept connections, each started no sooner
+-- than the rate limiter allows, retried only when certainly not processed
+-- (the rule of single sends), results in input order.
+local clock = require "helpdesk.clock"
+local core = require "helpdesk.core"
+local errors = require "helpdesk.errors"
+local retry = require "helpdesk.retry"
+local token = require "helpdesk.token"
+local transport = require "helpdesk.transport"
+
+local ipairs, remove, min, format = ipairs, table.remove, math.min, string.format
+
+local M = {}
+
+-- b: { jobs = { { url =, body = } … }, concurrency =, deadline =, max_retries =,
+--   max_rate_limit_wait =, tokens =, limiter = (or nil), headers = function(tok),
+--   request = function(deadline) -> the core request fields but url, body, headers }
+-- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
+function M.run(b)
+  local jobs, out = b.jobs, {}
+  if #jobs == 0 then return out end
+  local slots = min(b.concurrency, #jobs)
+  local m, merr = core.multi(slots)
+  if not m then
+    for i = 1, #jobs do out[i] = { err = errors.new("transport", { msg = merr }) } end
+    return out
+  end
+  local queue = {}  -- job indices waiting, each with a not-before time in ready[]
+  local ready, retries, refreshed, slot_job = {}, {}, {}, {}
+  local start_at = {} -- the rate-limit slot a job holds: it must start then
+  for i = 1, #jobs do
+    queue[#queue + 1] = i
+    ready[i], retries[i] = 0, 0
+  end
+
+  local function fail(i, err)
+    err.retries = retries[i]
+    out[i] = { err = err }
+  end
+
+  -- A job that may go now, or the time until one may (the queue head first).
+  local function next_job(now)
+    local soonest
+    for q = 1, #queue do
+      local i = queue[q]
+      local at = start_at[i] or ready[i]
+      if at <= now then return q end
+      soonest = soonest and min(soonest, at) or at
+    end
+    return nil, soonest
+  end
+
+  local in_flight = 0
+  while #queue > 0 or in_flight > 0 do
+    local now = clock.now()
+    -- past the budget nothing starts, but what went out is waited for
+    local open = now < b.deadline
+    if not open and in_flight == 0 then break end
+    local wait_until = b.deadline
+    -- start what may start
+    while open and in_flight < slots and #queue > 0 do
+      local q, soonest = next_job(now)
+      if not q then
+        wait_until = min(wait_until, soonest)
+        break
+      end
+      local i = queue[q]
+      -- the token before the rate-limit slot: a token fetch must not make a
+      -- call start after its slot (it would crowd the calls after it)
+      local tok, terr = b.tokens:get(b.request(b.deadline))
+      local at, need = start_at[i], nil
+      if tok and b.limiter and not at then
+        at, need = b.limiter:reserve(clock, b.deadline)
+        start_at[i] = at
+      end
+      if not tok or (b.limiter and not at) then
+        remove(queue, q)
+        fail(i, tok and errors.new("rate_limit", { msg = format("the client-side limit frees a slot in %.2f s, "
+          .. "past the batch's budget; nothing was sent", need), retry_after = need }) or terr)
+      elseif at and at > clock.now() then
+        wait_until = min(wait_until, at) -- held: it starts at its slot's time, not before
+        break
+      else
+        remove(queue, q)
+        start_at[i] = nil
+        local req = b.request(b.deadline)
+        req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)
+        slot_job[m:add(req)] = { i = i, tok = tok }
+        in_flight = in_flight + 1
+      end
+    end
+    local left = wait_until - clock.now()
+    if in_flight == 0 then
+      if #queue == 0 or wait_until >= b.deadline then break end
+      if left > 0 then clock.sleep(left) end
+    else
+      for _, r in ipairs(m:wait(open and min(1, left) or 1)) do
+        local job = slot_job[r.slot]
+        local i = job.i
+        slot_job[r.slot] = nil
+        in_flight = in_flight - 1
+        local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers)
+        if obj then
+          out[i] = { obj = obj, meta = err }
+        elseif err.kind == "api" and token.INVALID_CODES[err.code] and not refreshed[i]
+               and b.tokens:refreshable() then
+          -- not processed: a fresh token and one more try
+          b.tokens:invalidate(job.tok)
+          refreshed[i] = true
+          queue[#queue + 1] = i
+        elseif retries[i] < b.max_retries and retry.not_processed(err)
+               and not (err.retry_after and err.retry_after > b.max_rate_limit_wait) then
+          retries[i] = retries[i] + 1
+          ready[i] = clock.now() + (retry.rate_limited(err) and err.retry_after or retry.backoff(retries[i]))
+          queue[#queue + 1] = i
+        else
+          fail(i, err)
+        end
+      end
+    end
+  end
+  m:close()
+  for i = 1, #jobs do
+    if not out[i] then
+      fail(i, errors.new("transport", { sent = false,
+        msg = "the batch's budget ran out before this one was sent; nothing was sent" }))
+    end
+  end
+  return out
+end
+
+return M
