@@ -48,7 +48,6 @@ end
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
 local function core_request(c, method, url, headers, body, attempt)
   local p = private[c]
-  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
   return transport.exchange(p.handle, {
     method = method, url = url, headers = headers, body = body,
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
@@ -147,6 +146,17 @@ local function attempt_opts(c, call_opts, deadline)
   }
 end
 
+-- Whether the client may make a call here and now: not closed, and, inside
+-- nginx, where it can wait without blocking the worker (or may block).
+local function ready(p)
+  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
+  if p.handle.check then
+    local ok, why = p.handle:check()
+    if not ok then return nil, transport.setup_error(why) end
+  end
+  return true
+end
+
 -- The headers of a helpdesk call (never of the token fetch).
 local function helpdesk_headers(p, tok, method)
   local headers = {
@@ -181,10 +191,8 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   local limiter = p.limits and p.limits[endpoint]
   local retries, refreshed = 0, false
   local obj, err
-  if p.handle.check then -- inside nginx: fail before any wait that would block the worker
-    local ok, why = p.handle:check()
-    if not ok then return nil, transport.setup_error(why) end
-  end
+  local ok, why = ready(p)
+  if not ok then return nil, why end
   while true do
     local tok, refresh_now
     tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))
@@ -306,11 +314,8 @@ function Client:send_ticket_messages(items, opts)
   local call_opts, concurrency = batch_opts(opts)
   if not call_opts then return nil, concurrency end
   local p = private[self]
-  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
-  if p.handle.check then
-    local ok, why = p.handle:check()
-    if not ok then return nil, transport.setup_error(why) end
-  end
+  local ok, why = ready(p)
+  if not ok then return nil, why end
 
   local results, jobs, item_of = { failed = 0 }, {}, {}
   for i = 1, n do
