@@ -5,15 +5,15 @@
 local clock = require "helpdesk.clock"
 local core = require "helpdesk.core"
 local errors = require "helpdesk.errors"
+local ratelimit = require "helpdesk.ratelimit"
 local retry = require "helpdesk.retry"
-local token = require "helpdesk.token"
 local transport = require "helpdesk.transport"
 
-local ipairs, remove, min, format = ipairs, table.remove, math.min, string.format
+local ipairs, remove, min = ipairs, table.remove, math.min
 
 local M = {}
 
--- b: { jobs = { { url =, body = } … }, concurrency =, deadline =, max_retries =,
+-- b: { jobs = { { url =, body = } … }, endpoint =, concurrency =, deadline =, max_retries =,
 --   max_rate_limit_wait =, tokens =, limiter = (or nil), headers = function(tok),
 --   request = function(deadline) -> the core request fields but url, body, headers }
 -- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
@@ -76,8 +76,7 @@ function M.run(b)
       end
       if not tok or (b.limiter and not at) then
         remove(queue, q)
-        fail(i, tok and errors.new("rate_limit", { msg = format("the client-side limit frees a slot in %.2f s, "
-          .. "past the batch's budget; nothing was sent", need), retry_after = need }) or terr)
+        fail(i, tok and ratelimit.past_budget(b.endpoint, "the batch", need) or terr)
       elseif at and at > clock.now() then
         wait_until = min(wait_until, at) -- held: it starts at its slot's time, not before
         break
@@ -103,19 +102,21 @@ function M.run(b)
         local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers)
         if obj then
           out[i] = { obj = obj, meta = err }
-        elseif err.kind == "api" and token.INVALID_CODES[err.code] and not refreshed[i]
-               and b.tokens:refreshable() then
-          -- not processed: a fresh token and one more try
-          b.tokens:invalidate(job.tok)
-          refreshed[i] = true
-          queue[#queue + 1] = i
-        elseif retries[i] < b.max_retries and retry.not_processed(err)
-               and not (err.retry_after and err.retry_after > b.max_rate_limit_wait) then
-          retries[i] = retries[i] + 1
-          ready[i] = clock.now() + (retry.rate_limited(err) and err.retry_after or retry.backoff(retries[i]))
-          queue[#queue + 1] = i
         else
-          fail(i, err)
+          local step = retry.next_step(err, { method = "POST", retries = retries[i], max_retries = b.max_retries,
+            refreshed = refreshed[i], refreshable = b.tokens:refreshable(),
+            max_rate_limit_wait = b.max_rate_limit_wait })
+          if step == "refresh" then
+            b.tokens:invalidate(job.tok)
+            refreshed[i] = true
+            queue[#queue + 1] = i
+          elseif step then
+            retries[i] = retries[i] + 1
+            ready[i] = clock.now() + step
+            queue[#queue + 1] = i
+          else
+            fail(i, err)
+          end
         end
       end
     end

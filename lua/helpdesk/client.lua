@@ -194,13 +194,12 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   local ok, why = ready(p)
   if not ok then return nil, why end
   while true do
-    local tok, refresh_now
+    local tok
     tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))
     if tok and limiter then
       local waited, need = limiter:acquire(clock, deadline)
       if not waited then
-        err = errors.new("rate_limit", { msg = format("the client-side limit for %s frees a slot in %.2f s, "
-          .. "past the call's budget; nothing was sent", endpoint, need), retry_after = need })
+        err = ratelimit.past_budget(endpoint, "the call", need)
         break
       end
     end
@@ -208,25 +207,18 @@ local function call(c, endpoint, method, path, query, body, call_opts)
       obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body,
                               attempt_opts(c, call_opts, deadline))
       if obj then break end
-      -- A token-invalid answer means the request was not processed: a fresh
-      -- token and one more try cannot duplicate a message.
-      refresh_now = err.kind == "api" and token.INVALID_CODES[err.code] and not refreshed
-                    and p.tokens:refreshable()
-      if refresh_now then
-        p.tokens:invalidate(tok)
-        refreshed = true
-      end
     end
-    if not refresh_now then
-      -- the token fetch is as safe to repeat as a GET
-      if retries >= max_retries or not retry.retryable(tok and method or "GET", err) then break end
-      local wait = retry.backoff(retries + 1)
-      if retry.rate_limited(err) and err.retry_after then
-        if err.retry_after > c.max_rate_limit_wait then break end
-        wait = err.retry_after
-      end
-      if clock.now() + wait >= deadline then break end
-      clock.sleep(wait)
+    -- a failed token fetch is as safe to repeat as a GET
+    local step = retry.next_step(err, { method = tok and method or "GET", retries = retries,
+      max_retries = max_retries, refreshed = refreshed or not tok, refreshable = p.tokens:refreshable(),
+      max_rate_limit_wait = c.max_rate_limit_wait })
+    if step == "refresh" then
+      p.tokens:invalidate(tok)
+      refreshed = true
+    elseif not step or clock.now() + step >= deadline then
+      break
+    else
+      clock.sleep(step)
       retries = retries + 1
     end
   end
@@ -352,7 +344,7 @@ function Client:send_ticket_messages(items, opts)
       deadline = clock.now() + (call_opts.budget or self.budget),
       max_retries = call_opts.max_retries or self.max_retries,
       max_rate_limit_wait = self.max_rate_limit_wait,
-      tokens = p.tokens, limiter = p.limits and p.limits.ticket_message,
+      endpoint = "ticket_message", tokens = p.tokens, limiter = p.limits and p.limits.ticket_message,
       headers = function(tok) return helpdesk_headers(p, tok, "POST") end,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)

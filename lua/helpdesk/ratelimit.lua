@@ -112,6 +112,14 @@ function Limiter:acquire(clock, deadline)
   return start > now and start - now or 0
 end
 
+-- The error of a call to endpoint whose slot would come after its budget
+-- (of what: "the call", "the batch"); need is the wait that would have taken.
+function M.past_budget(endpoint, what, need)
+  return require("helpdesk.errors").new("rate_limit", { retry_after = need,
+    msg = format("the client-side rate limit of %s frees a slot in %.2f s, past %s's budget; "
+                 .. "nothing was sent", endpoint, need, what) })
+end
+
 -- Checks the rate_limit option and returns { endpoint = limits|nil } or
 -- false when switched off; nil, message when malformed.
 function M.build(opt)

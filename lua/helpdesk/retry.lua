@@ -1,5 +1,7 @@
 -- When a failed call may be tried again, and how long to wait first.
 -- The rule for POST: only when the request certainly was not processed.
+local token = require "helpdesk.token"
+
 local random, min = math.random, math.min
 
 local M = {}
@@ -30,6 +32,22 @@ function M.retryable(method, err)
   if method ~= "GET" then return false end
   if err.kind == "transport" then return TRANSIENT[err.curl_code] == true end
   return (err.kind == "http" or err.kind == "api") and err.status ~= nil and err.status >= 500
+end
+
+-- What to do after a failed try: "refresh" (a token-invalid answer, so not
+-- processed: fetch a new token and try once more), seconds to wait before
+-- trying again, or nil to give up. t: { method =, retries =, max_retries =,
+-- refreshed =, refreshable =, max_rate_limit_wait = }.
+function M.next_step(err, t)
+  if err.kind == "api" and token.INVALID_CODES[err.code] and not t.refreshed and t.refreshable then
+    return "refresh"
+  end
+  if t.retries >= t.max_retries or not M.retryable(t.method, err) then return nil end
+  if M.rate_limited(err) and err.retry_after then
+    if err.retry_after > t.max_rate_limit_wait then return nil end
+    return err.retry_after
+  end
+  return M.backoff(t.retries + 1)
 end
 
 -- Exponential backoff with equal jitter: attempt 1 waits 0.1..0.2 s, then
