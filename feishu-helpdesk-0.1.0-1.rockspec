@@ -37,6 +37,7 @@ build = {
     ["helpdesk.config"] = "lua/helpdesk/config.lua",
     ["helpdesk.errors"] = "lua/helpdesk/errors.lua",
     ["helpdesk.json"] = "lua/helpdesk/json.lua",
+    ["helpdesk.message"] = "lua/helpdesk/message.lua",
     ["helpdesk.openresty"] = "lua/helpdesk/openresty.lua",
     ["helpdesk.ratelimit"] = "lua/helpdesk/ratelimit.lua",
     ["helpdesk.retry"] = "lua/helpdesk/retry.lua",

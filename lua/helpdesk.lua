@@ -2,6 +2,7 @@
 -- Every call returns its result, or nil and an error object (see README).
 local client = require "helpdesk.client"
 local config = require "helpdesk.config"
+local message = require "helpdesk.message"
 
 local error, ipairs = error, ipairs
 
@@ -10,6 +11,12 @@ local M = {
   FEISHU_BASE_URL = config.FEISHU_BASE_URL,
   LARK_BASE_URL = config.LARK_BASE_URL,
 }
+
+-- The message builders and readers: helpdesk.text, image, post (with link,
+-- at and img elements), card, decode_content and text_of.
+for _, name in ipairs({ "text", "image", "post", "link", "at", "img", "card", "decode_content", "text_of" }) do
+  M[name] = message[name]
+end
 
 --- A new client: helpdesk.new{ app_id=, app_secret= | tenant_access_token=,
 -- helpdesk_id=, helpdesk_token=, base_url=, timeout=, connect_timeout=, … }

@@ -1,0 +1,151 @@
+-- Message builders that make exactly the content shapes the documents give
+-- (and Feishu's message-content rules for post elements), checked here so a
+-- mistake is an invalid error naming the field rather than a 154000 later;
+-- and readers of a listed message's content.
+local errors = require "helpdesk.errors"
+local json = require "helpdesk.json"
+
+local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local setmetatable, getmetatable = setmetatable, getmetatable
+local invalid = errors.invalid
+
+local M = {}
+
+local function text_value(field, s)
+  if type(s) ~= "string" or s == "" then return nil, invalid(field, "must be a non-empty string") end
+  return s
+end
+
+--- helpdesk.text(s) -> { msg_type = "text", content = { text = s } }
+function M.text(s)
+  local v, err = text_value("text", s)
+  if not v then return nil, err end
+  return { msg_type = "text", content = { text = v } }
+end
+
+--- helpdesk.image(image_key) -> { msg_type = "image", content = { image_key = } } (bot messages only)
+function M.image(image_key)
+  local v, err = text_value("image_key", image_key)
+  if not v then return nil, err end
+  return { msg_type = "image", content = { image_key = v } }
+end
+
+-- Elements of a post line. A plain string in a line is a text element.
+local ELEMENT = {}
+
+--- helpdesk.link(text, href): a link in a post line (http or https)
+function M.link(text, href)
+  return setmetatable({ tag = "a", text = text, href = href }, ELEMENT)
+end
+
+--- helpdesk.at(user_id [, user_name]): @ a user (open_id, or "all") in a post line
+function M.at(user_id, user_name)
+  return setmetatable({ tag = "at", user_id = user_id, user_name = user_name }, ELEMENT)
+end
+
+--- helpdesk.img(image_key): an image in a post line
+function M.img(image_key)
+  return setmetatable({ tag = "img", image_key = image_key }, ELEMENT)
+end
+
+local function element(field, e)
+  if type(e) == "string" then
+    if e == "" then return nil, invalid(field, "must not be an empty string") end
+    return { tag = "text", text = e }
+  end
+  if getmetatable(e) ~= ELEMENT then
+    return nil, invalid(field, "must be a string or made by helpdesk.link, helpdesk.at or helpdesk.img")
+  end
+  if e.tag == "a" then
+    if type(e.text) ~= "string" or e.text == "" then
+      return nil, invalid(field, "link text must be a non-empty string")
+    end
+    if type(e.href) ~= "string" or not e.href:match("^[hH][tT][tT][pP][sS]?://[^%s]+$") then
+      return nil, invalid(field, "link href must be an http or https URL")
+    end
+    return { tag = "a", text = e.text, href = e.href }
+  elseif e.tag == "at" then
+    if type(e.user_id) ~= "string" or e.user_id == "" or e.user_id:find("[%s%c]") then
+      return nil, invalid(field, "@ needs a user id (or \"all\")")
+    end
+    if e.user_name ~= nil and type(e.user_name) ~= "string" then
+      return nil, invalid(field, "@ user_name must be a string")
+    end
+    return { tag = "at", user_id = e.user_id, user_name = e.user_name }
+  end
+  if type(e.image_key) ~= "string" or e.image_key == "" then
+    return nil, invalid(field, "img needs an image_key")
+  end
+  return { tag = "img", image_key = e.image_key }
+end
+
+local LANGS = { zh_cn = true, en_us = true, ja_jp = true }
+
+--- helpdesk.post{ title = "…", lang = "zh_cn", { "text", helpdesk.link(…) }, { … } }:
+-- rich text; each array entry is a line, each line a list of elements.
+function M.post(t)
+  if type(t) ~= "table" then return nil, invalid("post", "must be a table of lines") end
+  for k in pairs(t) do
+    if k ~= "title" and k ~= "lang" and (type(k) ~= "number" or k < 1 or k > #t or k % 1 ~= 0) then
+      return nil, invalid("post", "has an unknown field " .. tostring(k))
+    end
+  end
+  local lang = t.lang or "zh_cn"
+  if not LANGS[lang] then return nil, invalid("lang", "must be zh_cn, en_us or ja_jp") end
+  if t.title ~= nil and type(t.title) ~= "string" then return nil, invalid("title", "must be a string") end
+  if #t == 0 then return nil, invalid("post", "needs at least one line") end
+  local lines = {}
+  for i, line in ipairs(t) do
+    if type(line) == "string" then line = { line } end
+    if type(line) ~= "table" or #line == 0 then
+      return nil, invalid("post[" .. i .. "]", "must be a string or a non-empty list of elements")
+    end
+    local out = {}
+    for j, e in ipairs(line) do
+      local el, err = element("post[" .. i .. "][" .. j .. "]", e)
+      if not el then return nil, err end
+      out[j] = el
+    end
+    lines[i] = out
+  end
+  return { msg_type = "post", content = { post = { [lang] = { title = t.title or "", content = lines } } } }
+end
+
+--- helpdesk.card(card) -> { msg_type = "interactive", content = card }: a
+-- card JSON 1.0 table (bot messages only; the endpoint takes no 2.0 card)
+function M.card(card)
+  if type(card) ~= "table" then return nil, invalid("card", "must be a card table (card JSON 1.0)") end
+  if card.schema ~= nil then
+    return nil, invalid("card", "card JSON 2.0 (schema " .. tostring(card.schema) .. ") is not supported here")
+  end
+  if card.elements == nil and card.i18n_elements == nil then
+    return nil, invalid("card", "needs elements (card JSON 1.0)")
+  end
+  return { msg_type = "interactive", content = card }
+end
+
+--- helpdesk.decode_content(message) -> the content of a listed message as a
+-- table ({ content = "…", msg_type = "text" } for a text message)
+function M.decode_content(msg)
+  if type(msg) ~= "table" or type(msg.content) ~= "string" then
+    return nil, invalid("message", "must be a listed message with a content string")
+  end
+  local v, err = json.decode(msg.content)
+  if type(v) ~= "table" then
+    return nil, errors.new("decode", { msg = "message content is not a JSON object: " .. tostring(err or v) })
+  end
+  return v
+end
+
+--- helpdesk.text_of(message) -> the plain text of a listed text message
+function M.text_of(msg)
+  local c, err = M.decode_content(msg)
+  if not c then return nil, err end
+  local text = c.content
+  if (msg.message_type or c.msg_type) ~= "text" or type(text) ~= "string" then
+    return nil, invalid("message", "is not a text message")
+  end
+  return text
+end
+
+return M

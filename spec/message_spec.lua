@@ -1,0 +1,104 @@
+-- The message builders and readers, and what the fake makes of what they build.
+local cjson = require "cjson"
+local fake = require "fake"
+local helpdesk = require "helpdesk"
+
+local BOT_PATH = "/open-apis/helpdesk/v1/message"
+
+-- the content string a message went out with, decoded
+local function sent_content(path)
+  local reqs = fake.requests_to(path)
+  return cjson.decode(cjson.decode(reqs[#reqs].body).content)
+end
+
+describe("message builders", function()
+  local client
+  before_each(function()
+    fake.reset()
+    client = fake.client()
+  end)
+
+  it("build text, sent as the documents show", function()
+    local msg = assert(helpdesk.text("hello"))
+    assert.are.same({ msg_type = "text", content = { text = "hello" } }, msg)
+    assert(client:send_ticket_message(fake.TICKET, msg))
+    assert.are.same({ text = "hello" }, sent_content("/open-apis/helpdesk/v1/tickets/"))
+  end)
+
+  it("build a post with text, link, @ and image elements, escaped by JSON", function()
+    local msg = assert(helpdesk.post {
+      title = 'Ticket "42"',
+      { "Status: ", helpdesk.link("open it", "https://www.feishu.cn/x?a=1&b=2") },
+      { helpdesk.at("ou_123", "Ann"), " please look <here>" },
+      "a line of its own",
+      { helpdesk.img("img_v2_abc") },
+    })
+    assert(client:send_ticket_message(fake.TICKET, msg))
+    assert.are.same({ post = { zh_cn = { title = 'Ticket "42"', content = {
+      { { tag = "text", text = "Status: " },
+        { tag = "a", text = "open it", href = "https://www.feishu.cn/x?a=1&b=2" } },
+      { { tag = "at", user_id = "ou_123", user_name = "Ann" }, { tag = "text", text = " please look <here>" } },
+      { { tag = "text", text = "a line of its own" } },
+      { { tag = "img", image_key = "img_v2_abc" } },
+    } } } }, sent_content("/open-apis/helpdesk/v1/tickets/"))
+    local en = assert(helpdesk.post { lang = "en_us", "hi" })
+    assert.is_table(en.content.post.en_us)
+  end)
+
+  it("build images and cards for bot messages, which tickets refuse", function()
+    local img = assert(helpdesk.image("img_v2_abc"))
+    img.receiver_id = "ou_1"
+    assert(client:bot_message(img))
+    assert.are.same({ image_key = "img_v2_abc" }, sent_content(BOT_PATH))
+    local card = assert(helpdesk.card({ config = { wide_screen_mode = true },
+      elements = { { tag = "div", text = { tag = "plain_text", content = "Hi" } } } }))
+    card.receiver_id = "ou_1"
+    assert(client:bot_message(card))
+    assert.are.equal("Hi", sent_content(BOT_PATH).elements[1].text.content)
+    card.receiver_id = nil
+    local _, err = client:send_ticket_message(fake.TICKET, card)
+    assert.are.equal("msg_type", err.field)
+    _, err = client:send_ticket_message(fake.TICKET, assert(helpdesk.image("k")))
+    assert.are.equal("msg_type", err.field)
+    assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk/v1/tickets/"))
+  end)
+
+  it("name the field at fault", function()
+    local cases = {
+      { "text", helpdesk.text("") }, { "text", helpdesk.text(5) }, { "image_key", helpdesk.image(nil) },
+      { "post", helpdesk.post("x") }, { "post", helpdesk.post({}) }, { "lang", helpdesk.post({ lang = "fr", "x" }) },
+      { "post[1][2]", helpdesk.post({ { "ok", helpdesk.link("x", "javascript:alert(1)") } }) },
+      { "post[1][1]", helpdesk.post({ { helpdesk.at("") } }) },
+      { "post[1][1]", helpdesk.post({ { { tag = "text", text = "raw" } } }) },
+      { "post[2]", helpdesk.post({ "x", {} }) }, { "post", helpdesk.post({ "x", colour = "red" }) },
+      { "card", helpdesk.card({ schema = "2.0", body = {} }) }, { "card", helpdesk.card({ header = {} }) },
+    }
+    for i, case in ipairs(cases) do
+      -- each builder call is last in its row, so its nil, err fill [2] and [3]
+      local msg, err = case[2], case[3]
+      assert.is_nil(msg, "case " .. i)
+      assert.are.equal("invalid", err.kind, "case " .. i)
+      assert.are.equal(case[1], err.field, "case " .. i)
+    end
+  end)
+end)
+
+describe("message readers", function()
+  before_each(function() fake.reset() end)
+
+  it("decode listed content and give the text of text messages", function()
+    local client = fake.client()
+    assert(client:send_ticket_message(fake.TICKET, assert(helpdesk.text("plain words"))))
+    assert(client:send_ticket_message(fake.TICKET, assert(helpdesk.post({ "rich" }))))
+    local page = assert(client:list_ticket_messages(fake.TICKET))
+    local text_msg, post_msg = page.messages[1], page.messages[2]
+    assert.are.equal("plain words", helpdesk.text_of(text_msg))
+    assert.are.equal("text", assert(helpdesk.decode_content(text_msg)).msg_type)
+    local _, err = helpdesk.text_of(post_msg)
+    assert.are.equal("invalid", err.kind)
+    _, err = helpdesk.decode_content({ content = "not json" })
+    assert.are.equal("decode", err.kind)
+    _, err = helpdesk.decode_content("x")
+    assert.are.equal("message", err.field)
+  end)
+end)
