@@ -15,7 +15,8 @@ local M = {}
 
 -- b: { jobs = { { url =, body = } … }, endpoint =, concurrency =, deadline =, max_retries =,
 --   max_rate_limit_wait =, tokens =, limiter = (or nil), headers = function(tok),
---   request = function(deadline) -> the core request fields but url, body, headers }
+--   request = function(deadline) -> the core request fields but url, body, headers,
+--   log_request, log_response, log_retry = the logger's hooks, or nil }
 -- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
 function M.run(b)
   local jobs, out = b.jobs, {}
@@ -85,7 +86,8 @@ function M.run(b)
         start_at[i] = nil
         local req = b.request(b.deadline)
         req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)
-        slot_job[m:add(req)] = { i = i, tok = tok }
+        if b.log_request then b.log_request(jobs[i].url) end
+        slot_job[m:add(req)] = { i = i, tok = tok, t0 = clock.now() }
         in_flight = in_flight + 1
       end
     end
@@ -100,6 +102,7 @@ function M.run(b)
         slot_job[r.slot] = nil
         in_flight = in_flight - 1
         local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers)
+        if b.log_response then b.log_response(jobs[i].url, obj, err, clock.now() - job.t0) end
         if obj then
           out[i] = { obj = obj, meta = err }
         else
@@ -111,6 +114,7 @@ function M.run(b)
             refreshed[i] = true
             queue[#queue + 1] = i
           elseif step then
+            if b.log_retry then b.log_retry(jobs[i].url, retries[i] + 1, step, err) end
             retries[i] = retries[i] + 1
             ready[i] = clock.now() + step
             queue[#queue + 1] = i

@@ -45,15 +45,43 @@ local function secrets_of(c)
   return list
 end
 
+-- Hands event to the logger option, if any; a logger that fails is ignored,
+-- never the call's failure. Events carry no secret (see README).
+local function emit(c, event)
+  local log = private[c].logger
+  if log then pcall(log, event) end
+end
+
+-- The "response" event of an exchange that took seconds.
+local function response_event(c, method, url, obj, err, seconds)
+  local e = { event = "response", method = method, url = url, duration = seconds }
+  if obj then
+    e.status, e.log_id = err.status, err.log_id
+  else
+    local r = errors.redact(err, secrets_of(c))
+    e.status, e.log_id, e.kind, e.code, e.error = r.status, r.log_id, r.kind, r.code, tostring(r)
+  end
+  return e
+end
+
+local function retry_event(method, url, attempt, wait, err)
+  return { event = "retry", method = method, url = url, attempt = attempt, wait = wait,
+           kind = err.kind, code = err.code, status = err.status }
+end
+
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
 local function core_request(c, method, url, headers, body, attempt)
   local p = private[c]
-  return transport.exchange(p.handle, {
+  if p.logger then emit(c, { event = "request", method = method, url = url }) end
+  local t0 = clock.now()
+  local obj, err = transport.exchange(p.handle, {
     method = method, url = url, headers = headers, body = body,
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
     insecure = c.insecure,
   })
+  if p.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
+  return obj, err
 end
 
 -- Fetches a tenant token: the helpdesk credential never goes to this endpoint.
@@ -65,12 +93,16 @@ local function fetch_token(c, attempt)
     ["User-Agent"] = USER_AGENT,
     ["Accept"] = "application/json",
   }, body, attempt)
-  if not obj then return nil, err end
+  if not obj then
+    emit(c, { event = "token_refresh", ok = false, kind = err.kind, code = err.code })
+    return nil, err
+  end
   local tok, expire = obj.tenant_access_token, obj.expire
   if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") or type(expire) ~= "number" or expire <= 0 then
     return nil, errors.new("decode", { status = err.status, log_id = err.log_id,
                                        msg = "token answer lacks tenant_access_token or expire" })
   end
+  emit(c, { event = "token_refresh", ok = true, expire = expire })
   return tok, expire
 end
 
@@ -97,6 +129,7 @@ function M.new(opts)
     app_secret = cfg.app_secret,
     helpdesk_token = cfg.helpdesk_token,
     helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
+    logger = cfg.logger,
   }
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
@@ -198,6 +231,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
     tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))
     if tok and limiter then
       local waited, need = limiter:acquire(clock, deadline)
+      if waited and waited > 0 then emit(c, { event = "rate_limit_wait", endpoint = endpoint, wait = waited }) end
       if not waited then
         err = ratelimit.past_budget(endpoint, "the call", need)
         break
@@ -218,6 +252,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
     elseif not step or clock.now() + step >= deadline then
       break
     else
+      emit(c, retry_event(method, url, retries + 1, step, err))
       clock.sleep(step)
       retries = retries + 1
     end
@@ -346,6 +381,13 @@ function Client:send_ticket_messages(items, opts)
       max_rate_limit_wait = self.max_rate_limit_wait,
       endpoint = "ticket_message", tokens = p.tokens, limiter = p.limits and p.limits.ticket_message,
       headers = function(tok) return helpdesk_headers(p, tok, "POST") end,
+      log_request = p.logger and function(url) emit(self, { event = "request", method = "POST", url = url }) end,
+      log_response = p.logger and function(url, obj, err, seconds)
+        emit(self, response_event(self, "POST", url, obj, err, seconds))
+      end,
+      log_retry = p.logger and function(url, attempt, wait, err)
+        emit(self, retry_event("POST", url, attempt, wait, err))
+      end,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
         return { timeout = a.timeout, connect_timeout = a.connect_timeout, max_body = self.max_body_size,

@@ -16,7 +16,7 @@ local OPTIONS = {
   helpdesk_id = true, helpdesk_token = true, timeout = true, connect_timeout = true,
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
   max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
-  thread_pool = true, shared_dict = true, allow_blocking = true,
+  thread_pool = true, shared_dict = true, allow_blocking = true, logger = true,
 }
 
 local ENV = {
@@ -109,6 +109,11 @@ function M.check(opts)
     return nil, errors.invalid("allow_blocking", "must be a boolean")
   end
   out.allow_blocking = opts.allow_blocking == true
+
+  if opts.logger ~= nil and type(opts.logger) ~= "function" then
+    return nil, errors.invalid("logger", "must be a function(event)")
+  end
+  out.logger = opts.logger
 
   local why
   out.rate_limit, why = ratelimit.build(opts.rate_limit)
