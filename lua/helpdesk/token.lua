@@ -103,7 +103,11 @@ end
 
 -- The secret strings an error message must never show.
 function Token:secrets()
-  return { self.fixed, self.token }
+  -- a list without holes: the caller appends to it and walks it with #
+  local out = {}
+  if self.fixed then out[#out + 1] = self.fixed end
+  if self.token then out[#out + 1] = self.token end
+  return out
 end
 
 return M
