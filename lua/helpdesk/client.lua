@@ -42,6 +42,7 @@ local function secrets_of(c)
   list[#list + 1] = p.app_secret
   list[#list + 1] = p.helpdesk_token
   list[#list + 1] = p.helpdesk_auth
+  list[#list + 1] = p.proxy -- it may hold a password
   return list
 end
 
@@ -78,7 +79,7 @@ local function core_request(c, method, url, headers, body, attempt)
     method = method, url = url, headers = headers, body = body,
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
-    insecure = c.insecure,
+    insecure = c.insecure, proxy = private[c].proxy,
   })
   if p.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
   return obj, err
@@ -90,7 +91,7 @@ local function fetch_token(c, attempt)
   local body = json.encode({ app_id = c.app_id, app_secret = p.app_secret })
   local obj, err = core_request(c, "POST", c.base_url .. TOKEN_PATH, {
     ["Content-Type"] = "application/json; charset=utf-8",
-    ["User-Agent"] = USER_AGENT,
+    ["User-Agent"] = p.user_agent,
     ["Accept"] = "application/json",
   }, body, attempt)
   if not obj then
@@ -130,6 +131,9 @@ function M.new(opts)
     helpdesk_token = cfg.helpdesk_token,
     helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
     logger = cfg.logger,
+    -- the proxy URL may hold a password: kept with the secrets
+    proxy = cfg.proxy,
+    user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
   }
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
@@ -195,7 +199,7 @@ local function helpdesk_headers(p, tok, method)
   local headers = {
     ["Authorization"] = "Bearer " .. tok,
     ["X-Lark-Helpdesk-Authorization"] = p.helpdesk_auth,
-    ["User-Agent"] = USER_AGENT,
+    ["User-Agent"] = p.user_agent,
     ["Accept"] = "application/json",
   }
   if method == "POST" then headers["Content-Type"] = "application/json; charset=utf-8" end
@@ -391,7 +395,7 @@ function Client:send_ticket_messages(items, opts)
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
         return { timeout = a.timeout, connect_timeout = a.connect_timeout, max_body = self.max_body_size,
-                 ca_file = self.ca_file, ca_path = self.ca_path, insecure = self.insecure }
+                 ca_file = self.ca_file, ca_path = self.ca_path, insecure = self.insecure, proxy = p.proxy }
       end,
     })
   end

@@ -17,7 +17,11 @@ local OPTIONS = {
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
   max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
   thread_pool = true, shared_dict = true, allow_blocking = true, logger = true,
+  proxy = true, user_agent = true,
 }
+
+-- base_url shortcuts, as the official SDKs' domain option has
+local DOMAINS = { feishu = M.FEISHU_BASE_URL, lark = M.LARK_BASE_URL }
 
 local ENV = {
   base_url = "FEISHU_BASE_URL", app_id = "FEISHU_APP_ID", app_secret = "FEISHU_APP_SECRET",
@@ -51,7 +55,7 @@ function M.check(opts)
   if not ok then return nil, err end
 
   local out = {}
-  out.base_url, err = validate.base_url(opts.base_url or M.FEISHU_BASE_URL)
+  out.base_url, err = validate.base_url(DOMAINS[opts.base_url] or opts.base_url or M.FEISHU_BASE_URL)
   if not out.base_url then return nil, err end
 
   for _, k in pairs({ "app_id", "app_secret", "tenant_access_token", "helpdesk_id", "helpdesk_token" }) do
@@ -109,6 +113,23 @@ function M.check(opts)
     return nil, errors.invalid("allow_blocking", "must be a boolean")
   end
   out.allow_blocking = opts.allow_blocking == true
+
+  -- a proxy for every call (libcurl's syntax: http://, https://, socks5h://…;
+  -- without it libcurl follows the http_proxy / https_proxy environment)
+  if opts.proxy ~= nil then
+    local v, perr = validate.secret("proxy", opts.proxy)
+    if not v then return nil, perr end
+    if not v:match("^%a[%w+.-]*://[^%s]+$") then
+      return nil, errors.invalid("proxy", "must be a URL such as http://host:3128")
+    end
+    out.proxy = v
+  end
+  -- appended to the User-Agent, to tell one's integration apart in Feishu's logs
+  if opts.user_agent ~= nil then
+    local v, uerr = validate.secret("user_agent", opts.user_agent)
+    if not v then return nil, uerr end
+    out.user_agent = v
+  end
 
   if opts.logger ~= nil and type(opts.logger) ~= "function" then
     return nil, errors.invalid("logger", "must be a function(event)")
