@@ -369,6 +369,24 @@ static int handle_tostring(lua_State *L) {
   return 1;
 }
 
+/* Initialises libcurl once, then pushes a zeroed userdata of size bytes
+ * with the metatable mt. NULL, with nil and a message pushed, if libcurl
+ * could not be initialised. */
+static void *new_object(lua_State *L, size_t size, const char *mt) {
+  void *p;
+  pthread_once(&global_once, global_init);
+  if (global_rc != CURLE_OK) {
+    lua_pushnil(L);
+    lua_pushfstring(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
+    return NULL;
+  }
+  p = lua_newuserdata(L, size);
+  memset(p, 0, size);
+  luaL_getmetatable(L, mt);
+  lua_setmetatable(L, -2);
+  return p;
+}
+
 /* --- the multi interface: several transfers at once */
 
 static multi *check_multi(lua_State *L) {
@@ -508,16 +526,8 @@ static int core_multi(lua_State *L) {
   multi *m;
   int i;
   luaL_argcheck(L, n >= 1 && n <= MAX_SLOTS, 1, "slots must be 1..256");
-  pthread_once(&global_once, global_init);
-  if (global_rc != CURLE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
-    return 2;
-  }
-  m = (multi *)lua_newuserdata(L, sizeof *m);
-  memset(m, 0, sizeof *m);
-  luaL_getmetatable(L, MULTI_MT);
-  lua_setmetatable(L, -2);
+  m = (multi *)new_object(L, sizeof *m, MULTI_MT);
+  if (m == NULL) return 2;
   m->slots = (handle *)calloc((size_t)n, sizeof *m->slots);
   m->multi = curl_multi_init();
   if (m->slots == NULL || m->multi == NULL) {
@@ -541,17 +551,8 @@ static int core_multi(lua_State *L) {
 
 /* core.new() -> handle | nil, message */
 static int core_new(lua_State *L) {
-  handle *h;
-  pthread_once(&global_once, global_init);
-  if (global_rc != CURLE_OK) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "curl_global_init failed: %s", curl_easy_strerror(global_rc));
-    return 2;
-  }
-  h = (handle *)lua_newuserdata(L, sizeof *h);
-  memset(h, 0, sizeof *h);
-  luaL_getmetatable(L, HANDLE_MT);
-  lua_setmetatable(L, -2);
+  handle *h = (handle *)new_object(L, sizeof *h, HANDLE_MT);
+  if (h == NULL) return 2;
   h->curl = curl_easy_init();
   if (h->curl == NULL) {
     lua_pushnil(L);
@@ -685,23 +686,23 @@ static const luaL_Reg core_functions[] = {
     {NULL, NULL},
 };
 
+/* The metatable named name: meta's metamethods, methods as __index. Made
+ * once per Lua state (a second require finds it in the registry). */
+static void register_class(lua_State *L, const char *name, const luaL_Reg *meta, const luaL_Reg *methods) {
+  if (luaL_newmetatable(L, name)) {
+    luaL_setfuncs(L, meta, 0);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+}
+
 int luaopen_helpdesk_core(lua_State *L) {
-  if (luaL_newmetatable(L, HANDLE_MT)) {
-    luaL_setfuncs(L, handle_meta, 0);
-    luaL_newlib(L, handle_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "helpdesk.core.handle");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pop(L, 1);
-  if (luaL_newmetatable(L, MULTI_MT)) {
-    luaL_setfuncs(L, multi_meta, 0);
-    luaL_newlib(L, multi_methods);
-    lua_setfield(L, -2, "__index");
-    lua_pushliteral(L, "helpdesk.core.multi");
-    lua_setfield(L, -2, "__name");
-  }
-  lua_pop(L, 1);
+  register_class(L, HANDLE_MT, handle_meta, handle_methods);
+  register_class(L, MULTI_MT, multi_meta, multi_methods);
   luaL_newlib(L, core_functions);
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
