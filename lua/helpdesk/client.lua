@@ -79,7 +79,7 @@ local function core_request(c, method, url, headers, body, attempt)
     method = method, url = url, headers = headers, body = body,
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
-    insecure = c.insecure, proxy = private[c].proxy,
+    insecure = c.insecure, proxy = p.proxy,
   })
   if p.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
   return obj, err
@@ -110,8 +110,9 @@ end
 function M.new(opts)
   local cfg, err = config.check(opts)
   if not cfg then return nil, err end
+  local in_nginx = openresty.in_nginx()
   local handle, herr
-  if openresty.in_nginx() then
+  if in_nginx then
     handle = openresty.new(cfg)
   else
     handle, herr = core.new()
@@ -137,8 +138,8 @@ function M.new(opts)
   }
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
-  local shared = openresty.in_nginx() and cfg.shared_dict and store.shared(cfg.shared_dict) or nil
-  if cfg.shared_dict_given and cfg.shared_dict and openresty.in_nginx() and not shared then
+  local shared = in_nginx and cfg.shared_dict and store.shared(cfg.shared_dict) or nil
+  if cfg.shared_dict_given and cfg.shared_dict and in_nginx and not shared then
     return nil, errors.invalid("shared_dict", "'" .. cfg.shared_dict .. "' is not a lua_shared_dict of this nginx: "
       .. "add `lua_shared_dict " .. cfg.shared_dict .. " 1m;` to the http block, or pass shared_dict = false")
   end

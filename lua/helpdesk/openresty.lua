@@ -46,25 +46,26 @@ function Handle:blocking(req)
   return self.direct:request(req)
 end
 
+-- Can the exchange go to the thread pool here and now?
+local function pool_usable()
+  return type(ngx.run_worker_thread) == "function" and YIELDABLE[ngx.get_phase()] == true
+end
+
 -- Whether a call can run here and now: nil and the reason (an error info
 -- naming the option to change) if it would have to block and may not.
 function Handle:check()
-  if self.allow_blocking then return true end
+  if self.allow_blocking or pool_usable() then return true end
   if type(ngx.run_worker_thread) ~= "function" then
     return setup_error("allow_blocking", "this lua-nginx-module has no ngx.run_worker_thread (0.10.22 or "
       .. "later has); pass allow_blocking = true to block the nginx worker instead")
   end
-  local phase = ngx.get_phase()
-  if not YIELDABLE[phase] then
-    return setup_error("allow_blocking", "an HTTP call cannot wait for the thread pool in the "
-      .. tostring(phase) .. " phase (only in rewrite, access, content and timers); pass "
-      .. "allow_blocking = true to block the nginx worker instead")
-  end
-  return true
+  return setup_error("allow_blocking", "an HTTP call cannot wait for the thread pool in the "
+    .. tostring(ngx.get_phase()) .. " phase (only in rewrite, access, content and timers); pass "
+    .. "allow_blocking = true to block the nginx worker instead")
 end
 
 function Handle:request(req)
-  if type(ngx.run_worker_thread) ~= "function" or not YIELDABLE[ngx.get_phase()] then
+  if not pool_usable() then
     local ok, err = self:check()
     if not ok then return nil, err end
     return self:blocking(req)
