@@ -87,7 +87,7 @@ soak: deps build
 	fake/fakefeishu run $(LUA) tools/soak.lua
 
 lint:
-	luacheck lua spec examples fake bench tools/soak.lua
+	luacheck lua spec examples fake bench tools/soak.lua bin/helpdesk
 
 test: build-all
 	fake/fakefeishu run $(LUA) /usr/bin/busted

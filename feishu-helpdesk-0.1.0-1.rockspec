@@ -32,6 +32,7 @@ build = {
     },
     helpdesk = "lua/helpdesk.lua",
     ["helpdesk.batch"] = "lua/helpdesk/batch.lua",
+    ["helpdesk.cli"] = "lua/helpdesk/cli.lua",
     ["helpdesk.client"] = "lua/helpdesk/client.lua",
     ["helpdesk.clock"] = "lua/helpdesk/clock.lua",
     ["helpdesk.config"] = "lua/helpdesk/config.lua",
@@ -46,6 +47,9 @@ build = {
     ["helpdesk.token"] = "lua/helpdesk/token.lua",
     ["helpdesk.transport"] = "lua/helpdesk/transport.lua",
     ["helpdesk.validate"] = "lua/helpdesk/validate.lua",
+  },
+  install = {
+    bin = { helpdesk = "bin/helpdesk" },
   },
   copy_directories = { "examples" },
 }

@@ -487,8 +487,9 @@ function Client:list_ticket_messages(ticket_id, query, opts)
   return list_page(self, id, q, call_opts)
 end
 
--- An iterator over every message; raises the error object when a page
--- fails (or the input is invalid), so a loop never ends as if complete.
+-- An iterator over every message (and the total Feishu reports, for
+-- progress); raises the error object when a page fails (or the input is
+-- invalid), so a loop never ends as if complete.
 function Client:ticket_messages(ticket_id, query, opts)
   local id, err = validate.ticket_id(ticket_id)
   if not id then error(err, 2) end
@@ -499,22 +500,22 @@ function Client:ticket_messages(ticket_id, query, opts)
   q.page = q.page or 1
   q.page_size = q.page_size or 200
 
-  local buffer, i, seen, done = {}, 0, 0, false
+  local buffer, i, seen, done, total = {}, 0, 0, false, nil
   return function()
     if i < #buffer then
       i = i + 1
-      return buffer[i]
+      return buffer[i], total
     end
     if done then return nil end
     local page, perr = list_page(self, id, q, call_opts)
     if not page then error(perr, 0) end
-    buffer, i = page.messages, 0
+    buffer, i, total = page.messages, 0, page.total
     seen = seen + #buffer
     q.page = q.page + 1
-    if #buffer < q.page_size or (page.total and seen >= page.total) then done = true end
+    if #buffer < q.page_size or (total and seen >= total) then done = true end
     if #buffer == 0 then return nil end
     i = 1
-    return buffer[1]
+    return buffer[1], total
   end
 end
 

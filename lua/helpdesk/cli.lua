@@ -1,0 +1,495 @@
+-- The `helpdesk` command: send a ticket message, send a helpdesk-bot
+-- message, list a ticket's messages. main(args, io) returns the exit code;
+-- bin/helpdesk is a two-line wrapper so the specs can run the real command.
+local helpdesk = require "helpdesk"
+local config = require "helpdesk.config"
+local json = require "helpdesk.json"
+local retry = require "helpdesk.retry"
+local clock = require "helpdesk.clock"
+
+local type, tostring, tonumber, ipairs, pairs, pcall = type, tostring, tonumber, ipairs, pairs, pcall
+local format, concat, floor = string.format, table.concat, math.floor
+
+local M = {}
+
+-- Exit codes, for scripts.
+M.OK = 0
+M.FAILED = 1        -- Feishu refused the call, or answered something unusable
+M.USAGE = 2         -- bad command line or input: nothing was sent
+M.MAYBE_SENT = 3    -- a send whose outcome is unknown: it may have been processed
+M.TRY_LATER = 4     -- a passing failure (rate limit, network, 5xx): nothing processed
+
+local COMMON_HELP = [==[
+Credentials (flags override the environment):
+  --app-id ID                 FEISHU_APP_ID
+  --app-secret SECRET         FEISHU_APP_SECRET
+  --tenant-access-token TOK   FEISHU_TENANT_ACCESS_TOKEN (instead of app id and secret)
+  --helpdesk-id ID            FEISHU_HELPDESK_ID
+  --helpdesk-token TOK        FEISHU_HELPDESK_TOKEN
+  Secrets given as flags are visible to other users in the process list;
+  prefer the environment.
+Connection:
+  --base-url URL|feishu|lark  FEISHU_BASE_URL (default https://open.feishu.cn)
+  --timeout SECONDS           per request (default 30)
+  --ca-file FILE              CA bundle to verify the server with
+  --proxy URL                 e.g. http://proxy:3128
+  --verbose                   log each request, answer and retry to stderr
+Exit codes: 0 done; 1 Feishu refused the call; 2 bad usage or input, nothing
+sent; 3 the message may have been sent (do not resend blindly); 4 a passing
+failure (rate limit, network, server error), nothing processed: try later.
+]==]
+
+local HELP = {
+  main = [==[
+Usage: helpdesk COMMAND [ARGS] [OPTIONS]
+
+Commands:
+  send TICKET       send a message into a helpdesk ticket
+  bot RECEIVER      send a helpdesk-bot message to a user's helpdesk chat
+  messages TICKET   list a ticket's messages
+  help [COMMAND]    this text, or a command's
+
+`helpdesk COMMAND --help` says more; `helpdesk --version` prints the version.
+]==],
+  send = [==[
+Usage: helpdesk send TICKET (--text TEXT | --post FILE | --json FILE)
+
+Sends one message into ticket TICKET and prints its message_id.
+  --text TEXT    a text message; "-" reads it from stdin
+  --post FILE    a rich-text message: a JSON file with the post content
+                 ({"zh_cn":{"title":…,"content":[[…]]}}), or a plain text file
+                 whose first line is the title and each further line a line
+  --json FILE    the whole message as JSON: {"msg_type":…,"content":…}
+  --lang LANG    the language of a plain-text --post: zh_cn (default), en_us, ja_jp
+FILE may be "-" for stdin.
+]==],
+  bot = [==[
+Usage: helpdesk bot RECEIVER (--text TEXT | --post FILE | --image KEY | --card FILE | --json FILE)
+
+Sends a helpdesk-bot message and prints its message_id. By default RECEIVER is
+a chat id and the message goes to the user's helpdesk group; with --user it is
+a user id and the message goes to a private chat with the helpdesk bot.
+  --user                 RECEIVER is a user (receive_type user)
+  --user-id-type TYPE    open_id (default), union_id or user_id, with --user
+  --text TEXT            a text message; "-" reads it from stdin
+  --post FILE            a rich-text message, as for `helpdesk send`
+  --lang LANG            the language of a plain-text --post
+  --image KEY            an image, by its image_key
+  --card FILE            an interactive card (card JSON 1.0) from a JSON file
+  --json FILE            the whole message as JSON: {"msg_type":…,"content":…}
+]==],
+  messages = [==[
+Usage: helpdesk messages TICKET [--since TIME] [--until TIME] [--format jsonl|table]
+
+Prints every message of ticket TICKET, oldest first as Feishu gives them.
+  --since TIME     only messages from TIME on
+  --until TIME     only messages up to TIME
+  --format FMT     jsonl (default): one JSON object per message, as Feishu
+                   returns it; table: time, type, sender and text per line
+  --page-size N    messages per request, 1-200 (default 200)
+  --progress       show "messages so far/total" on stderr even when it is not
+                   a terminal (--no-progress: never)
+TIME is Unix seconds (1700000000), a UTC date or time (2024-05-01,
+2024-05-01T08:00:00Z, 2024-05-01 16:00+08:00), or a time ago (90s, 30m, 6h, 7d, 2w).
+]==],
+}
+
+-- Flags of every command, and whether each takes a value.
+local COMMON_FLAGS = {
+  ["app-id"] = true, ["app-secret"] = true, ["tenant-access-token"] = true, ["helpdesk-id"] = true,
+  ["helpdesk-token"] = true, ["base-url"] = true, timeout = true, ["ca-file"] = true, proxy = true,
+  verbose = false, help = false,
+}
+local FLAGS = {
+  send = { text = true, post = true, json = true, lang = true },
+  bot = { text = true, post = true, json = true, lang = true, image = true, card = true,
+          user = false, ["user-id-type"] = true },
+  messages = { since = true, ["until"] = true, format = true, ["page-size"] = true,
+               progress = false, ["no-progress"] = false },
+}
+
+local Usage = {}
+local function usage(msg) return setmetatable({ msg = msg }, Usage) end
+
+-- Splits args into positionals and flags ("--name value", "--name=value",
+-- "--" ends the flags). Returns positionals, flags or nil, usage error.
+local function parse(args, first, known)
+  local pos, flags = {}, {}
+  local i = first
+  while i <= #args do
+    local a = args[i]
+    if a == "--" then
+      for j = i + 1, #args do pos[#pos + 1] = args[j] end
+      break
+    end
+    local name, value = a:match("^%-%-([%w%-]+)=(.*)$")
+    if not name then name = a:match("^%-%-([%w%-]+)$") end
+    if name then
+      local takes = known[name]
+      if takes == nil then takes = COMMON_FLAGS[name] end
+      if takes == nil then return nil, usage("unknown option --" .. name) end
+      if takes and value == nil then
+        i = i + 1
+        value = args[i]
+        if value == nil then return nil, usage("--" .. name .. " needs a value") end
+      elseif not takes and value ~= nil then
+        return nil, usage("--" .. name .. " takes no value")
+      end
+      if flags[name] ~= nil then return nil, usage("--" .. name .. " is given twice") end
+      flags[name] = takes and value or true
+    elseif a:match("^%-.") and a ~= "-" then
+      return nil, usage("unknown option " .. a)
+    else
+      pos[#pos + 1] = a
+    end
+    i = i + 1
+  end
+  return pos, flags
+end
+
+-- The client options: the FEISHU_* environment, then the flags.
+local function client_options(flags, out)
+  local opts = config.from_env()
+  local map = { ["app-id"] = "app_id", ["app-secret"] = "app_secret",
+                ["tenant-access-token"] = "tenant_access_token", ["helpdesk-id"] = "helpdesk_id",
+                ["helpdesk-token"] = "helpdesk_token", ["base-url"] = "base_url",
+                ["ca-file"] = "ca_file", proxy = "proxy" }
+  for flag, key in pairs(map) do
+    if flags[flag] ~= nil then opts[key] = flags[flag] end
+  end
+  -- a token from the flags replaces app credentials from the environment, and the other way round
+  if flags["tenant-access-token"] then opts.app_id, opts.app_secret = nil, nil
+  elseif flags["app-id"] or flags["app-secret"] then opts.tenant_access_token = nil end
+  if flags.timeout then
+    opts.timeout = tonumber(flags.timeout)
+    if not opts.timeout then return nil, usage("--timeout must be a number of seconds") end
+  end
+  if flags.verbose then
+    opts.logger = function(e)
+      local parts = { "helpdesk:", e.event }
+      for _, k in ipairs({ "method", "url", "endpoint", "status", "duration", "attempt", "wait", "ok", "expire",
+                                 "kind", "code", "log_id", "error" }) do
+        if e[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(e[k]) end
+      end
+      out.err:write(concat(parts, " "), "\n")
+    end
+  end
+  return opts
+end
+
+local function read_file(name, stdin)
+  if name == "-" then return stdin:read("*a") end
+  local f, err = io.open(name, "rb")
+  if not f then return nil, usage("cannot read " .. tostring(err)) end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function json_file(flag, name, stdin)
+  local text, err = read_file(name, stdin)
+  if not text then return nil, err end
+  local v, jerr = json.decode(text)
+  if type(v) ~= "table" then
+    return nil, usage("--" .. flag .. " " .. name .. " is not a JSON object: " .. tostring(jerr or v))
+  end
+  return v
+end
+
+-- --post FILE: the post content as JSON, or plain text (title, then lines).
+local function post_message(name, lang, stdin)
+  local text, err = read_file(name, stdin)
+  if not text then return nil, err end
+  if text:match("^%s*{") then
+    local v, jerr = json.decode(text)
+    if type(v) ~= "table" then return nil, usage("--post " .. name .. " is not valid JSON: " .. tostring(jerr)) end
+    if v.post == nil then v = { post = v } end
+    return { msg_type = "post", content = v }
+  end
+  local t = { lang = lang }
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    line = line:gsub("\r$", "")
+    if t.title == nil then t.title = line
+    elseif line:match("%S") then t[#t + 1] = line end
+  end
+  if #t == 0 then return nil, usage("--post " .. name .. " needs a title line and at least one more line") end
+  return helpdesk.post(t)
+end
+
+local function stdin_text(s, stdin)
+  if s ~= "-" then return s end
+  return (stdin:read("*a"):gsub("[\r\n]+$", ""))
+end
+
+-- The one message the flags describe (exactly one of the message flags).
+local function message_from(flags, kinds, stdin)
+  local given = {}
+  for _, k in ipairs(kinds) do
+    if flags[k] ~= nil then given[#given + 1] = k end
+  end
+  if #given ~= 1 then
+    local names = {}
+    for i, k in ipairs(kinds) do names[i] = "--" .. k end
+    return nil, usage("give exactly one of " .. concat(names, ", "))
+  end
+  local kind, v = given[1], flags[given[1]]
+  if kind == "text" then return helpdesk.text(stdin_text(v, stdin)) end
+  if kind == "image" then return helpdesk.image(v) end
+  if kind == "post" then return post_message(v, flags.lang or "zh_cn", stdin) end
+  local t, err = json_file(kind, v, stdin)
+  if not t then return nil, err end
+  if kind == "card" then return helpdesk.card(t) end
+  return t
+end
+
+-- The exit code a failure maps to.
+function M.exit_code(err, method)
+  if getmetatable(err) == Usage or err.kind == "invalid" then return M.USAGE end
+  if err.sent then return M.MAYBE_SENT end
+  if err.kind == "rate_limit" or retry.retryable(method, err) then return M.TRY_LATER end
+  return M.FAILED
+end
+
+local function fail(out, err, method)
+  out.err:write("helpdesk: ", getmetatable(err) == Usage and err.msg or tostring(err), "\n")
+  return M.exit_code(err, method)
+end
+
+local function new_client(flags, out)
+  local opts, err = client_options(flags, out)
+  if not opts then return nil, err end
+  return helpdesk.new(opts)
+end
+
+local function one_positional(pos, what)
+  if #pos ~= 1 then return nil, usage("needs exactly one " .. what .. " (see --help)") end
+  return pos[1]
+end
+
+local commands = {}
+
+function commands.send(pos, flags, out)
+  local ticket, err = one_positional(pos, "TICKET")
+  if not ticket then return nil, err end
+  if flags.lang and not flags.post then return nil, usage("--lang goes with --post") end
+  local msg
+  msg, err = message_from(flags, { "text", "post", "json" }, out.stdin)
+  if not msg then return nil, err end
+  local c
+  c, err = new_client(flags, out)
+  if not c then return nil, err end
+  local data
+  data, err = c:send_ticket_message(ticket, msg)
+  c:close()
+  if not data then return nil, err end
+  out.out:write(data.message_id, "\n")
+  return true
+end
+
+function commands.bot(pos, flags, out)
+  local receiver, err = one_positional(pos, "RECEIVER")
+  if not receiver then return nil, err end
+  if flags.lang and not flags.post then return nil, usage("--lang goes with --post") end
+  if flags["user-id-type"] and not flags.user then return nil, usage("--user-id-type goes with --user") end
+  local msg
+  msg, err = message_from(flags, { "text", "post", "image", "card", "json" }, out.stdin)
+  if not msg then return nil, err end
+  msg.receiver_id = receiver
+  msg.receive_type = flags.user and "user" or "chat"
+  msg.user_id_type = flags["user-id-type"]
+  local c
+  c, err = new_client(flags, out)
+  if not c then return nil, err end
+  local data
+  data, err = c:bot_message(msg)
+  c:close()
+  if not data then return nil, err end
+  out.out:write(data.message_id, "\n")
+  return true
+end
+
+-- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m + 9) % 12
+  local doy = floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + floor(yoe / 4) - floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+
+-- A --since / --until value as Unix seconds.
+function M.parse_time(s, now)
+  local n = s:match("^%d+$")
+  if n then
+    n = tonumber(n)
+    if n >= 1e11 then return nil, "looks like milliseconds: give Unix seconds" end
+    return n
+  end
+  local count, unit = s:match("^(%d+)([smhdw])$")
+  if count then return (now or os.time()) - tonumber(count) * UNITS[unit] end
+  local y, mo, d, rest = s:match("^(%d%d%d%d)%-(%d%d)%-(%d%d)(.*)$")
+  if not y then return nil end
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  local h, mi, sec, zone = 0, 0, 0, ""
+  if rest ~= "" then
+    local hh, mm, tail = rest:match("^[T ](%d%d):(%d%d)(.*)$")
+    if not hh then return nil end
+    h, mi = tonumber(hh), tonumber(mm)
+    local ss, tail2 = tail:match("^:(%d%d)(.*)$")
+    if ss then sec, tail = tonumber(ss), tail2 end
+    zone = tail
+  end
+  local offset = 0
+  if zone ~= "" and zone ~= "Z" then
+    local sign, zh, zm = zone:match("^([+-])(%d%d):?(%d%d)$")
+    if not sign then return nil end
+    offset = (tonumber(zh) * 60 + tonumber(zm)) * 60
+    if sign == "-" then offset = -offset end
+  end
+  local mdays = { 31, (y % 4 == 0 and (y % 100 ~= 0 or y % 400 == 0)) and 29 or 28, 31, 30, 31, 30, 31, 31, 30, 31,
+                  30, 31 }
+  if mo < 1 or mo > 12 or d < 1 or d > mdays[mo] or h > 23 or mi > 59 or sec > 59 then return nil end
+  local t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset
+  if t < 0 then return nil end
+  return t
+end
+
+-- The title and element texts of a rich-text content, whatever its nesting.
+local function post_texts(v, acc, depth)
+  if type(v) ~= "table" or depth > 8 then return acc end
+  if type(v.title) == "string" and v.title ~= "" then acc[#acc + 1] = v.title end
+  if (v.tag == "text" or v.tag == "a") and type(v.text) == "string" then acc[#acc + 1] = v.text end
+  for _, child in ipairs(v) do post_texts(child, acc, depth + 1) end
+  for k, child in pairs(v) do
+    if type(k) ~= "number" then post_texts(child, acc, depth + 1) end
+  end
+  return acc
+end
+
+-- What a listed message says, on one line, safe to print to a terminal.
+local function summary(msg)
+  local text = helpdesk.text_of(msg)
+  if not text then
+    local c = helpdesk.decode_content(msg)
+    if type(c) == "table" and type(c.content) == "string" then c = json.decode(c.content) or c end
+    local parts = type(c) == "table" and post_texts(c, {}, 0) or {}
+    text = "[" .. tostring(msg.message_type or "?") .. "]"
+    if #parts > 0 then text = text .. " " .. concat(parts, " ") end
+  end
+  return (text:gsub("%c+", " "))
+end
+
+local function table_line(msg)
+  local at = tonumber(msg.created_at)
+  local when = at and os.date("!%Y-%m-%d %H:%M:%S", floor(at / 1000)) or "?"
+  local who = (tostring(msg.user_name or msg.user_id or "")):gsub("%c+", " ")
+  return format("%s  %-8s %-20s %s\n", when, tostring(msg.message_type or "?"):gsub("%c+", " "), who,
+                summary(msg))
+end
+
+local function is_terminal(fd)
+  local ok = os.execute("test -t " .. fd)
+  return ok == true or ok == 0
+end
+
+function commands.messages(pos, flags, out)
+  local ticket, err = one_positional(pos, "TICKET")
+  if not ticket then return nil, err end
+  local query = {}
+  for flag, key in pairs({ since = "time_start", ["until"] = "time_end" }) do
+    if flags[flag] then
+      local t, why = M.parse_time(flags[flag], out.now)
+      if not t then
+        return nil, usage("--" .. flag .. " " .. flags[flag] .. ": " .. (why or "not a time (see --help)"))
+      end
+      query[key] = t
+    end
+  end
+  if flags["page-size"] then
+    query.page_size = tonumber(flags["page-size"])
+    if not query.page_size then return nil, usage("--page-size must be a number") end
+  end
+  local fmt = flags.format or "jsonl"
+  if fmt ~= "jsonl" and fmt ~= "table" then return nil, usage("--format must be jsonl or table") end
+  if flags.progress and flags["no-progress"] then return nil, usage("--progress or --no-progress, not both") end
+  local progress = flags.progress or (not flags["no-progress"] and is_terminal(2))
+
+  local c
+  c, err = new_client(flags, out)
+  if not c then return nil, err end
+  local count, last_shown, shown_total = 0, -1, nil
+  local function show(total, final)
+    local now = clock.now()
+    if not final and now - last_shown < 0.1 then return end
+    last_shown = now
+    shown_total = total
+    out.err:write("\r", count, total and ("/" .. total) or "", " messages")
+  end
+  local ok, perr = pcall(function()
+    for msg, total in c:ticket_messages(ticket, query) do
+      count = count + 1
+      if fmt == "jsonl" then
+        local line = assert(json.encode(msg))
+        out.out:write(line, "\n")
+      else
+        out.out:write(table_line(msg))
+      end
+      if progress then show(total) end
+    end
+  end)
+  c:close()
+  if progress then
+    show(shown_total, true)
+    out.err:write("\n")
+  end
+  if not ok then
+    if type(perr) ~= "table" then error(perr, 0) end -- a bug, not a failed call
+    return nil, perr
+  end
+  return true
+end
+
+local METHOD = { send = "POST", bot = "POST", messages = "GET" }
+
+--- Runs the command line args (as the global arg: args[1] is the command);
+-- io_ = { out =, err =, stdin = } (io.stdout, io.stderr, io.stdin by default).
+-- Returns the exit code.
+function M.main(args, io_)
+  io_ = io_ or {}
+  local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,
+                now = io_.now }
+  local cmd = args[1]
+  if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
+    local topic = cmd == "help" and args[2] or "main"
+    if not HELP[topic] then
+      out.err:write("helpdesk: no command ", tostring(topic), "\n", HELP.main)
+      return M.USAGE
+    end
+    local stream = cmd == nil and out.err or out.out
+    stream:write(HELP[topic], topic ~= "main" and ("\n" .. COMMON_HELP) or "")
+    return cmd == nil and M.USAGE or M.OK
+  end
+  if cmd == "--version" then
+    out.out:write("helpdesk ", helpdesk._VERSION, "\n")
+    return M.OK
+  end
+  if not commands[cmd] then
+    out.err:write("helpdesk: unknown command ", cmd, " (helpdesk --help lists them)\n")
+    return M.USAGE
+  end
+  local pos, flags = parse(args, 2, FLAGS[cmd])
+  if not pos then return fail(out, flags) end
+  if flags.help then
+    out.out:write(HELP[cmd], "\n", COMMON_HELP)
+    return M.OK
+  end
+  local ok, err = commands[cmd](pos, flags, out)
+  if ok then return M.OK end
+  return fail(out, err, METHOD[cmd])
+end
+
+return M

@@ -1,0 +1,369 @@
+-- The helpdesk command, run as a real process (bin/helpdesk on the Lua that
+-- runs the specs) against the fake Feishu: output, exit codes, what the fake
+-- received.
+local cjson = require "cjson"
+local fake = require "fake"
+local cli = require "helpdesk.cli"
+
+local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
+local LUA = arg and arg[-1] or "lua5.4"
+local TMP = os.tmpname()
+local SECRETS = { fake.APP_SECRET, fake.HELPDESK_TOKEN, "t-fake" }
+
+local ENV = {
+  FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
+  FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
+}
+
+local function quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function slurp(name)
+  local f = assert(io.open(name, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function write(name, text)
+  local f = assert(io.open(name, "wb"))
+  f:write(text)
+  f:close()
+  return name
+end
+
+-- Runs `helpdesk args…` with env (false removes a variable) and stdin text;
+-- returns exit code, stdout, stderr.
+local function helpdesk(args, opts)
+  opts = opts or {}
+  local env = {}
+  for k, v in pairs(ENV) do env[k] = v end
+  for k, v in pairs(opts.env or {}) do env[k] = v or nil end
+  local parts = { "env -u FEISHU_BASE_URL -u FEISHU_APP_ID -u FEISHU_APP_SECRET -u FEISHU_HELPDESK_ID",
+                  "-u FEISHU_HELPDESK_TOKEN -u FEISHU_TENANT_ACCESS_TOKEN ASAN_OPTIONS=detect_leaks=0",
+                  "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath) }
+  for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. quote(v) end
+  parts[#parts + 1] = LUA .. " bin/helpdesk"
+  for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
+  write(TMP .. ".in", opts.stdin or "")
+  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. TMP .. ".out 2>" .. TMP .. ".err; echo $? >"
+    .. TMP .. ".rc"
+  os.execute(cmd)
+  return tonumber(slurp(TMP .. ".rc")), slurp(TMP .. ".out"), slurp(TMP .. ".err")
+end
+
+local function assert_no_secret(...)
+  for i = 1, select("#", ...) do
+    local text = select(i, ...)
+    for _, s in ipairs(SECRETS) do assert.is_nil(text:find(s, 1, true), text) end
+  end
+end
+
+local function last_request(path)
+  local reqs = fake.requests_to(path)
+  return reqs[#reqs]
+end
+
+-- The last message body sent to path, its content (a JSON string on the wire) decoded.
+local function last_body(path)
+  local body = cjson.decode(last_request(path).body)
+  body.content = cjson.decode(body.content)
+  return body
+end
+
+describe("the helpdesk command", function()
+  before_each(function() fake.reset() end)
+  teardown(function()
+    for _, ext in ipairs({ "", ".in", ".out", ".err", ".rc", ".json" }) do os.remove(TMP .. ext) end
+  end)
+
+  describe("help", function()
+    for _, cmd in ipairs({ "send", "bot", "messages" }) do
+      it("--help of " .. cmd .. " says its usage and the exit codes, and sends nothing", function()
+        local rc, out, err = helpdesk({ cmd, "--help" })
+        assert.are.equal(0, rc)
+        assert.matches("Usage: helpdesk " .. cmd, out, 1, true)
+        assert.matches("Exit codes:", out, 1, true)
+        assert.are.equal("", err)
+        local rc2, out2 = helpdesk({ "help", cmd })
+        assert.are.equal(0, rc2)
+        assert.are.equal(out, out2)
+        assert.are.equal(0, #fake.requests_to("/open-apis"))
+      end)
+    end
+
+    it("no command is a usage error with the list of commands on stderr", function()
+      local rc, out, err = helpdesk({})
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.matches("messages TICKET", err, 1, true)
+      rc, out, err = helpdesk({ "sned", "x" })
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.matches("unknown command sned", err, 1, true)
+    end)
+
+    it("--version prints the library's version", function()
+      local rc, out = helpdesk({ "--version" })
+      assert.are.equal(0, rc)
+      assert.are.equal("helpdesk " .. require("helpdesk")._VERSION .. "\n", out)
+    end)
+  end)
+
+  describe("send", function()
+    it("sends a text and prints the message_id Feishu gave", function()
+      local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "hello 'world'" })
+      assert.are.equal(0, rc, err)
+      local body = last_body(PATH)
+      assert.are.same({ msg_type = "text", content = { text = "hello 'world'" } }, body)
+      local listed = assert(fake.client():list_ticket_messages(fake.TICKET))
+      assert.are.equal(listed.messages[#listed.messages].message_id .. "\n", out)
+      assert.are.equal("", err)
+    end)
+
+    it("reads the text from stdin with --text -, without the final newline", function()
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "-" }, { stdin = "line 1\nline 2\n" })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("line 1\nline 2", last_body(PATH).content.text)
+    end)
+
+    it("makes a post from a plain text file: a title line, then lines", function()
+      local file = write(TMP .. ".txt", "Nightly report\nbuild ok\n\n  3 tests slow\n")
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--post", file, "--lang=en_us" })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ msg_type = "post", content = { post = { en_us = { title = "Nightly report", content = {
+        { { tag = "text", text = "build ok" } }, { { tag = "text", text = "  3 tests slow" } } } } } } },
+        last_body(PATH))
+    end)
+
+    it("takes a post's content as JSON, with or without the post key, and a whole message with --json", function()
+      local link = { tag = "a", text = "link", href = "https://x.test" }
+      local content = { zh_cn = { title = "t", content = { { link } } } }
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--post", "-" }, { stdin = cjson.encode(content) })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ post = content }, last_body(PATH).content)
+      rc, _, err = helpdesk({ "send", fake.TICKET, "--post", "-" }, { stdin = cjson.encode({ post = content }) })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ post = content }, last_body(PATH).content)
+      local msg = { msg_type = "text", content = { text = "from json" } }
+      rc, _, err = helpdesk({ "send", fake.TICKET, "--json", write(TMP .. ".json", cjson.encode(msg)) })
+      assert.are.equal(0, rc, err)
+      assert.are.same(msg, last_body(PATH))
+      assert.are.equal(3, #fake.requests_to(PATH))
+    end)
+
+    local USAGE = {
+      { "no ticket", { "send", "--text", "x" }, "needs exactly one TICKET" },
+      { "two messages", { "send", "1234", "--text", "x", "--json", "f" },
+        "give exactly one of --text, --post, --json" },
+      { "no message", { "send", "1234" }, "give exactly one of" },
+      { "an unknown option", { "send", "1234", "--txt", "x" }, "unknown option --txt" },
+      { "a missing value", { "send", "1234", "--text" }, "--text needs a value" },
+      { "an option twice", { "send", "1234", "--text", "a", "--text=b" }, "--text is given twice" },
+      { "a bad ticket id", { "send", "12 34", "--text", "x" }, "ticket_id" },
+      { "an empty text", { "send", "1234", "--text", "" }, "text must be a non-empty string" },
+      { "an image as a ticket message", { "send", "1234", "--json", "-" }, "msg_type",
+        '{"msg_type":"image","content":{"image_key":"img_1"}}' },
+      { "a file that is not JSON", { "send", "1234", "--json", "-" }, "is not a JSON object", "nope" },
+      { "a file that cannot be read", { "send", "1234", "--post", "/nonexistent/post.txt" }, "cannot read" },
+      { "--lang without --post", { "send", "1234", "--text", "x", "--lang", "en_us" }, "--lang goes with --post" },
+      { "a bad timeout", { "send", "1234", "--text", "x", "--timeout", "soon" }, "--timeout must be a number" },
+      { "a missing credential", { "send", "1234", "--text", "x" }, "helpdesk_token is missing", nil,
+        { FEISHU_HELPDESK_TOKEN = false } },
+    }
+    for _, case in ipairs(USAGE) do
+      it(case[1] .. " is exit code 2 with a message naming it, and nothing is sent", function()
+        local rc, out, err = helpdesk(case[2], { stdin = case[4], env = case[5] })
+        assert.are.equal(2, rc, err)
+        assert.are.equal("", out)
+        assert.matches(case[3], err, 1, true)
+        assert.are.equal(0, #fake.requests_to("/open-apis"))
+      end)
+    end
+
+    it("takes credentials from flags over the environment", function()
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--helpdesk-token", fake.HELPDESK_TOKEN,
+                                     "--base-url", fake.url },
+                                   { env = { FEISHU_HELPDESK_TOKEN = "wrong-token", FEISHU_BASE_URL = fake.dead_url } })
+      assert.are.equal(0, rc, err) -- the fake refuses the environment's token, and nothing listens at its URL
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+
+    it("a refusal by Feishu is exit code 1, with the code and log id and no secret", function()
+      local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose" },
+                                    { env = { FEISHU_HELPDESK_TOKEN = "wrong-token" } })
+      assert.are.equal(1, rc)
+      assert.are.equal("", out)
+      assert.matches("helpdesk: helpdesk api error 154001 %(HTTP 401%).*%[log_id [%w]+%]\n$", err)
+      assert.matches("helpdesk: response method=POST", err, 1, true) -- --verbose logged the call
+      assert_no_secret(out, err)
+      assert.is_nil(err:find("wrong-token", 1, true))
+    end)
+
+    it("a send that may have been processed is exit code 3, sent once", function()
+      fake.fault({ path = PATH, status = 200, partial = true, body = '{"code":0,"data":{"message_id":"om_1"}}' })
+      local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x" })
+      assert.are.equal(3, rc, err)
+      assert.are.equal("", out)
+      assert.matches("may have been processed", err, 1, true)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+
+    it("a connection that cannot be made is exit code 4: nothing processed, try later", function()
+      local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--base-url", fake.dead_url })
+      assert.are.equal(4, rc, err)
+      assert.are.equal("", out)
+      assert.matches("helpdesk transport error", err, 1, true)
+    end)
+
+    it("a rate limit that outlasts the retries is exit code 4", function()
+      fake.fault({ path = PATH, status = 429, times = 10, headers = { ["x-ogw-ratelimit-reset"] = "3600" },
+                   body = cjson.encode({ code = 99991400, msg = "request trigger frequency limit" }) })
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x" })
+      assert.are.equal(4, rc, err)
+      assert.matches("99991400", err, 1, true)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("bot", function()
+    local BOT = "/open-apis/helpdesk/v1/message"
+
+    it("sends to a chat by default and to a user with --user and --user-id-type", function()
+      local rc, out, err = helpdesk({ "bot", "oc_chat1", "--text", "hi" })
+      assert.are.equal(0, rc, err)
+      assert.matches("^om_%x+\n$", out)
+      local body, req = last_body(BOT), last_request(BOT)
+      assert.are.same({ msg_type = "text", content = { text = "hi" }, receiver_id = "oc_chat1",
+                        receive_type = "chat" }, body)
+      assert.are.equal("open_id", req.args.user_id_type)
+      rc, out, err = helpdesk({ "bot", "on_user1", "--text", "hi", "--user", "--user-id-type", "union_id" })
+      assert.are.equal(0, rc, err)
+      assert.matches("^om_%x+\n$", out)
+      body, req = last_body(BOT), last_request(BOT)
+      assert.are.equal("user", body.receive_type)
+      assert.are.equal("union_id", req.args.user_id_type)
+    end)
+
+    it("sends an image and a card", function()
+      local rc, _, err = helpdesk({ "bot", "ou_1", "--image", "img_v2_1" })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ image_key = "img_v2_1" }, last_body(BOT).content)
+      local card = { config = { wide_screen_mode = true }, elements = { { tag = "div", text = {
+        tag = "plain_text", content = "card" } } } }
+      rc, _, err = helpdesk({ "bot", "ou_1", "--card", "-" }, { stdin = cjson.encode(card) })
+      assert.are.equal(0, rc, err)
+      local body = last_body(BOT)
+      assert.are.equal("interactive", body.msg_type)
+      assert.are.same(card, body.content)
+    end)
+
+    it("refuses a 2.0 card, --user-id-type without --user and a bad id type, sending nothing", function()
+      local cases = {
+        { { "bot", "ou_1", "--card", "-" }, "card JSON 2.0", '{"schema":"2.0","body":{}}' },
+        { { "bot", "ou_1", "--text", "x", "--user-id-type", "union_id" }, "--user-id-type goes with --user" },
+        { { "bot", "ou_1", "--text", "x", "--user", "--user-id-type", "email" }, "user_id_type" },
+        { { "bot", "--text", "x" }, "needs exactly one RECEIVER" },
+      }
+      for _, case in ipairs(cases) do
+        local rc, _, err = helpdesk(case[1], { stdin = case[3] })
+        assert.are.equal(2, rc, err)
+        assert.matches(case[2], err, 1, true)
+      end
+      assert.are.equal(0, #fake.requests_to("/open-apis"))
+    end)
+  end)
+
+  describe("messages", function()
+    before_each(function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 250, start = 1700000000, step = 60 })
+    end)
+
+    it("prints every message as a JSON line, as Feishu gives it, over several pages", function()
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--page-size", "100" })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("", err) -- no progress when stderr is not a terminal
+      local n = 0
+      for line in out:gmatch("[^\n]+") do
+        n = n + 1
+        local msg = cjson.decode(line)
+        assert.are.equal("message " .. n, cjson.decode(msg.content).content)
+        assert.are.equal((1700000000 + (n - 1) * 60) * 1000, msg.created_at)
+      end
+      assert.are.equal(250, n)
+      assert.are.equal(3, #fake.requests_to(PATH))
+    end)
+
+    it("prints a table: UTC time, type, sender, text", function()
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--format", "table", "--until", "1700000060" })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("2023-11-14 22:13:20  text     Helpdesk Agent       message 1\n"
+        .. "2023-11-14 22:14:20  text     Helpdesk Agent       message 2\n", out)
+    end)
+
+    it("passes --since and --until as time_start and time_end", function()
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--since", "2023-11-14T22:15:00Z",
+                                      "--until", "2023-11-15 06:20+08:00" })
+      assert.are.equal(0, rc, err)
+      local req = last_request(PATH)
+      assert.are.equal("1700000100", req.args.time_start)
+      assert.are.equal("1700000400", req.args.time_end)
+      local n = select(2, out:gsub("\n", ""))
+      assert.are.equal(5, n) -- messages 3..7
+    end)
+
+    it("shows progress on stderr with --progress, as messages so far / total", function()
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--progress", "--format=table" })
+      assert.are.equal(0, rc, err)
+      assert.matches("\r250/250 messages\n$", err)
+      assert.are.equal(250, select(2, out:gsub("\n", "")))
+    end)
+
+    it("a page that fails is an error and a non-zero exit, never a short listing", function()
+      fake.fault({ path = PATH, method = "GET", skip = 1, times = 4, status = 503, body = "busy" })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--page-size", "100" })
+      assert.are.equal(4, rc)
+      assert.are.equal(100, select(2, out:gsub("\n", "")))
+      assert.matches("helpdesk http error %(HTTP 503%)", err)
+    end)
+
+    it("a ticket Feishu does not know is exit code 1", function()
+      fake.fault({ path = PATH, method = "GET", status = 404,
+                   body = cjson.encode({ code = 154002, msg = "ticket not found" }) })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET })
+      assert.are.equal(1, rc)
+      assert.are.equal("", out)
+      assert.matches("154002", err, 1, true)
+    end)
+
+    it("refuses a time it cannot read, and milliseconds, sending nothing", function()
+      for _, t in ipairs({ "yesterday", "1700000000000", "2023-02-29", "2023-11-14T25:00Z", "-5" }) do
+        local rc, _, err = helpdesk({ "messages", fake.TICKET, "--since", t })
+        assert.are.equal(2, rc, t)
+        assert.matches("--since " .. t, err, 1, true)
+      end
+      local rc, _, err = helpdesk({ "messages", fake.TICKET, "--format", "csv" })
+      assert.are.equal(2, rc)
+      assert.matches("--format must be jsonl or table", err, 1, true)
+      assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("times", function()
+    it("reads Unix seconds, UTC dates and times, offsets and times ago", function()
+      local now = 1714550400 -- 2024-05-01T08:00:00Z
+      local cases = {
+        { "1714550400", 1714550400 }, { "2024-05-01", 1714521600 }, { "2024-05-01T08:00:00Z", now },
+        { "2024-05-01 08:00", now }, { "2024-05-01T16:00+08:00", now }, { "2024-05-01T03:30-0430", now },
+        { "2024-02-29", 1709164800 }, { "1970-01-01", 0 }, { "2000-03-01", 951868800 },
+        { "90s", now - 90 }, { "30m", now - 1800 }, { "6h", now - 21600 }, { "7d", now - 604800 },
+        { "2w", now - 1209600 },
+      }
+      for _, c in ipairs(cases) do
+        assert.are.equal(c[2], cli.parse_time(c[1], now), c[1])
+      end
+      for _, bad in ipairs({ "2023-02-29", "2024-13-01", "2024-05-01T24:00", "2024-05-01T08:00+8", "1e9", "" }) do
+        assert.is_nil(cli.parse_time(bad, now), bad)
+      end
+    end)
+  end)
+end)
