@@ -24,7 +24,7 @@ DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev \
        lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev \
        luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
-       clang libclang-rt-14-dev
+       clang libclang-rt-14-dev lua-ldoc lua-markdown
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;
@@ -35,7 +35,7 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_SECONDS ?= 60
 FUZZER = $(BUILD)/fuzz/fuzz_wire
 
-.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak bench examples rock check demo clean
+.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak bench examples rock doc check demo clean
 
 all: build
 
@@ -102,6 +102,11 @@ examples: build
 
 rock:
 	tools/check-rock
+
+# The API reference, from the source's doc comments (config.ld), into
+# build/doc/; fails on any LDoc warning or an undocumented public function.
+doc: deps build
+	tools/check-doc
 
 check: deps build-all $(ASAN_CORE) $(FUZZER)
 	@tools/check

@@ -1,5 +1,17 @@
 --- feishu-helpdesk: the Feishu / Lark helpdesk message APIs for Lua.
--- Every call returns its result, or nil and an error object (see README).
+-- Every call returns its result, or `nil` and an
+-- @{helpdesk.errors.Error|error object}. The message builders and readers of @{helpdesk.message} are here
+-- too: `helpdesk.text`, `image`, `post`, `link`, `at`, `img`, `card`,
+-- `decode_content` and `text_of`.
+-- @module helpdesk
+-- @usage
+-- local helpdesk = require "helpdesk"
+-- local client = assert(helpdesk.new{
+--   app_id = os.getenv("FEISHU_APP_ID"), app_secret = os.getenv("FEISHU_APP_SECRET"),
+--   helpdesk_id = os.getenv("FEISHU_HELPDESK_ID"), helpdesk_token = os.getenv("FEISHU_HELPDESK_TOKEN"),
+-- })
+-- local data, err = client:send_ticket_message("6948728206392295444", helpdesk.text("Hello"))
+-- if not data then print(tostring(err)) end
 local client = require "helpdesk.client"
 local config = require "helpdesk.config"
 local message = require "helpdesk.message"
@@ -7,26 +19,42 @@ local message = require "helpdesk.message"
 local error, ipairs = error, ipairs
 
 local M = {
+  --- The library's version, such as `"0.1.0"`.
   _VERSION = client.VERSION,
+  --- `"https://open.feishu.cn"`, the default `base_url`.
   FEISHU_BASE_URL = config.FEISHU_BASE_URL,
+  --- `"https://open.larksuite.com"`, the `base_url` for Lark (also `base_url = "lark"`).
   LARK_BASE_URL = config.LARK_BASE_URL,
 }
 
--- The message builders and readers: helpdesk.text, image, post (with link,
--- at and img elements), card, decode_content and text_of.
 for _, name in ipairs({ "text", "image", "post", "link", "at", "img", "card", "decode_content", "text_of" }) do
   M[name] = message[name]
 end
 
---- A new client: helpdesk.new{ app_id=, app_secret= | tenant_access_token=,
--- helpdesk_id=, helpdesk_token=, base_url=, timeout=, connect_timeout=, … }
+--- A new client.
+-- @tparam table opts `app_id` and `app_secret`, or `tenant_access_token`;
+-- `helpdesk_id` and `helpdesk_token`; and optionally `base_url` (a URL,
+-- `"feishu"` or `"lark"`), `timeout`, `connect_timeout`, `max_body_size`,
+-- `ca_file`, `ca_path`, `insecure`, `proxy`, `user_agent`, `max_retries`,
+-- `budget`, `max_rate_limit_wait`, `rate_limit`, `logger`, and inside nginx
+-- `thread_pool`, `shared_dict`, `allow_blocking` (the README's table says
+-- what each does). An unknown option is an error.
+-- @treturn[1] helpdesk.client.Client the client
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error an `invalid` error naming the option
 function M.new(opts)
   return client.new(opts)
 end
 
 local default_client
 
---- Sets up the client behind the module functions; same options as new.
+--- Sets up the client behind the module functions (replacing, and closing,
+-- the one before). Without it, they use a client made from the `FEISHU_*`
+-- environment on first use.
+-- @tparam table opts as for @{new}
+-- @treturn[1] helpdesk.client.Client the client
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error
 function M.configure(opts)
   local c, err = client.new(opts)
   if not c then return nil, err end
@@ -45,10 +73,6 @@ local function default()
   return default_client
 end
 
--- helpdesk.send_ticket_message(ticket_id, msg [, opts]), helpdesk.send_ticket_messages(items [, opts]),
--- helpdesk.bot_message(msg [, opts])
--- and helpdesk.list_ticket_messages(ticket_id, query [, opts]): the client
--- methods of the same names, on the default client.
 for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_message", "list_ticket_messages" }) do
   M[name] = function(...)
     local c, err = default()
@@ -57,8 +81,33 @@ for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_mess
   end
 end
 
---- Raises the error object when the default client cannot be made or a
--- page fails, as client:ticket_messages does.
+--- @{helpdesk.client.Client:send_ticket_message} on the default client.
+-- @function send_ticket_message
+-- @string ticket_id
+-- @tab msg
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:send_ticket_messages} on the default client.
+-- @function send_ticket_messages
+-- @tab items
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:bot_message} on the default client.
+-- @function bot_message
+-- @tab msg
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:list_ticket_messages} on the default client.
+-- @function list_ticket_messages
+-- @string ticket_id
+-- @tab[opt] query
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:ticket_messages} on the default client. Raises the
+-- error object when the default client cannot be made.
+-- @string ticket_id
+-- @tab[opt] query
+-- @tab[opt] opts
 function M.ticket_messages(ticket_id, query, opts)
   local c, err = default()
   if not c then error(err, 2) end

@@ -45,8 +45,13 @@ local function helpdesk(args, opts)
   parts[#parts + 1] = LUA .. " bin/helpdesk"
   for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
   write(TMP .. ".in", opts.stdin or "")
-  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. TMP .. ".out 2>" .. TMP .. ".err; echo $? >"
-    .. TMP .. ".rc"
+  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. TMP .. ".out"
+  if opts.tty then
+    -- stderr on a pseudo-terminal (script(1)); what it shows lands in .err
+    cmd = "script -qec " .. quote(cmd .. "; echo $? >" .. TMP .. ".rc") .. " /dev/null >" .. TMP .. ".err"
+  else
+    cmd = cmd .. " 2>" .. TMP .. ".err; echo $? >" .. TMP .. ".rc"
+  end
   os.execute(cmd)
   return tonumber(slurp(TMP .. ".rc")), slurp(TMP .. ".out"), slurp(TMP .. ".err")
 end
@@ -309,6 +314,17 @@ describe("the helpdesk command", function()
       assert.are.equal("1700000400", req.args.time_end)
       local n = select(2, out:gsub("\n", ""))
       assert.are.equal(5, n) -- messages 3..7
+    end)
+
+    it("shows progress when stderr is a terminal, as messages so far / total", function()
+      local rc, out, err = helpdesk({ "messages", fake.TICKET }, { tty = true })
+      assert.are.equal(0, rc, err)
+      assert.matches("\r250/250 messages\r?\n$", err)
+      assert.are.equal(250, select(2, out:gsub("\n", "")))
+      rc, out, err = helpdesk({ "messages", fake.TICKET, "--no-progress" }, { tty = true })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("", err)
+      assert.are.equal(250, select(2, out:gsub("\n", "")))
     end)
 
     it("shows progress on stderr with --progress, as messages so far / total", function()

@@ -1,6 +1,7 @@
--- The `helpdesk` command: send a ticket message, send a helpdesk-bot
--- message, list a ticket's messages. main(args, io) returns the exit code;
--- bin/helpdesk is a two-line wrapper so the specs can run the real command.
+--- The `helpdesk` command: send a ticket message, send a helpdesk-bot
+-- message, list a ticket's messages (`helpdesk --help`; the README has
+-- examples). bin/helpdesk is a two-line launcher of @{main}.
+-- @module helpdesk.cli
 local helpdesk = require "helpdesk"
 local config = require "helpdesk.config"
 local json = require "helpdesk.json"
@@ -12,12 +13,16 @@ local format, concat, floor = string.format, table.concat, math.floor
 
 local M = {}
 
--- Exit codes, for scripts.
+--- Exit code 0: done.
 M.OK = 0
-M.FAILED = 1        -- Feishu refused the call, or answered something unusable
-M.USAGE = 2         -- bad command line or input: nothing was sent
-M.MAYBE_SENT = 3    -- a send whose outcome is unknown: it may have been processed
-M.TRY_LATER = 4     -- a passing failure (rate limit, network, 5xx): nothing processed
+--- Exit code 1: Feishu refused the call, or answered something unusable.
+M.FAILED = 1
+--- Exit code 2: bad command line or input; nothing was sent.
+M.USAGE = 2
+--- Exit code 3: a send whose outcome is unknown; it may have been processed.
+M.MAYBE_SENT = 3
+--- Exit code 4: a passing failure (rate limit, network, 5xx); nothing processed.
+M.TRY_LATER = 4
 
 local COMMON_HELP = [==[
 Credentials (flags override the environment):
@@ -242,7 +247,10 @@ local function message_from(flags, kinds, stdin)
   return t
 end
 
--- The exit code a failure maps to.
+--- The exit code a failure maps to.
+-- @tparam helpdesk.errors.Error err
+-- @string method the call's HTTP method (`"POST"` or `"GET"`)
+-- @treturn int
 function M.exit_code(err, method)
   if getmetatable(err) == Usage or err.kind == "invalid" then return M.USAGE end
   if err.sent then return M.MAYBE_SENT end
@@ -321,7 +329,14 @@ end
 
 local UNITS = { s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
 
--- A --since / --until value as Unix seconds.
+--- The value of the since and until options as Unix seconds: Unix seconds, a UTC date
+-- or date-time (with `Z` or an offset such as `+08:00`), or a time ago
+-- (`90s`, `30m`, `6h`, `7d`, `2w`).
+-- @string s
+-- @int[opt] now the time "ago" counts from (default `os.time()`)
+-- @treturn[1] int
+-- @return[2] nil
+-- @treturn[2] ?string why, when it is more than unreadable
 function M.parse_time(s, now)
   local n = s:match("^%d+$")
   if n then
@@ -455,9 +470,11 @@ end
 
 local METHOD = { send = "POST", bot = "POST", messages = "GET" }
 
---- Runs the command line args (as the global arg: args[1] is the command);
--- io_ = { out =, err =, stdin = } (io.stdout, io.stderr, io.stdin by default).
--- Returns the exit code.
+--- Runs a command line.
+-- @tab args as the global `arg`: `args[1]` is the command
+-- @tab[opt] io_ `{ out =, err =, stdin = }` (default `io.stdout`,
+-- `io.stderr`, `io.stdin`)
+-- @treturn int the exit code
 function M.main(args, io_)
   io_ = io_ or {}
   local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,

@@ -1,5 +1,7 @@
--- A client: one libcurl handle (keep-alive; inside nginx, the thread pool's),
--- one tenant token, and the three helpdesk endpoints.
+--- A client: one libcurl handle (keep-alive; inside nginx, the thread
+-- pool's), one tenant token, and the three helpdesk endpoints. Make one
+-- with @{helpdesk.new}.
+-- @module helpdesk.client
 local clock = require "helpdesk.clock"
 local core = require "helpdesk.core"
 local config = require "helpdesk.config"
@@ -28,6 +30,10 @@ local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 -- Secrets live here, keyed by client, so that no dump of a client shows them.
 local private = setmetatable({}, { __mode = "k" })
 
+--- The client @{helpdesk.new} returns. Its methods return their result, or
+-- `nil` and an @{helpdesk.errors.Error|error}; bad input is an `invalid`
+-- error naming the field, and nothing is sent.
+-- @type Client
 local Client = {}
 Client.__index = Client
 
@@ -286,6 +292,19 @@ end
 
 local TICKET_MSG_FIELDS = { msg_type = true, content = true }
 
+--- Sends a message into a helpdesk ticket. Sent once: retried only when
+-- Feishu certainly did not process it (a rate-limit answer, a token
+-- refresh, a connection never made).
+-- @string ticket_id the ticket's id, a string of digits
+-- @tab msg `{ msg_type = "text" | "post", content = table }`, as
+-- @{helpdesk.message.text} or @{helpdesk.message.post} make
+-- @tab[opt] opts for this call: `timeout`, `connect_timeout`, `budget`,
+-- `max_retries`
+-- @treturn[1] table the answer's data: `{ message_id = "…" }`
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error with `sent = true` when it may have
+-- been processed all the same
+-- @usage local data, err = client:send_ticket_message(id, helpdesk.text("On it."))
 function Client:send_ticket_message(ticket_id, msg, opts)
   local id, err = validate.ticket_id(ticket_id)
   if not id then return nil, err end
@@ -330,11 +349,14 @@ local function batch_result(c, r)
   return { err = errors.redact(r.err, secrets_of(c)) }
 end
 
---- Sends many ticket messages at once: items = { { ticket_id =, msg_type =,
--- content = }, … }; opts: concurrency (8), budget (for the whole batch),
--- timeout, connect_timeout, max_retries. Returns a list in input order of
--- { data = { message_id = } } or { err = error }, with .failed counting the
--- errors; nil and an error only when items or opts are malformed.
+--- Sends many ticket messages at once, concurrently within the rate limits.
+-- @tab items `{ { ticket_id =, msg_type =, content = }, … }`
+-- @tab[opt] opts `concurrency` (1-64, default 8), `budget` (for the whole
+-- batch), `timeout`, `connect_timeout`, `max_retries`
+-- @treturn[1] table a list in input order of `{ data = { message_id = } }` or
+-- `{ err = error }`, with `failed` counting the errors
+-- @return[2] nil only when items or opts are malformed
+-- @treturn[2] helpdesk.errors.Error
 function Client:send_ticket_messages(items, opts)
   if type(items) ~= "table" then return nil, errors.invalid("items", "must be a list of messages") end
   local n = #items
@@ -412,6 +434,14 @@ end
 local BOT_MSG_FIELDS = { msg_type = true, content = true, receiver_id = true,
                          receive_type = true, user_id_type = true }
 
+--- Sends a helpdesk-bot message to a user's helpdesk chat.
+-- @tab msg `{ msg_type = "text" | "post" | "image" | "interactive", content =,
+-- receiver_id =, receive_type = "chat" (default) | "user", user_id_type =
+-- "open_id" (default) | "union_id" | "user_id" }`
+-- @tab[opt] opts as for @{Client:send_ticket_message}
+-- @treturn[1] table the answer's data: `{ message_id = "…" }`
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error
 function Client:bot_message(msg, opts)
   local msg_type, content = validate.message(msg, BOT_MSG_FIELDS, validate.bot_msg_type)
   if not msg_type then return nil, content end
@@ -477,6 +507,16 @@ local function list_page(c, id, q, call_opts)
   return { messages = messages, total = total }
 end
 
+--- One page of a ticket's messages.
+-- @string ticket_id
+-- @tab[opt] query `page` (from 1), `page_size` (1-200; Feishu's default 20),
+-- `time_start`, `time_end` (Unix seconds)
+-- @tab[opt] opts as for @{Client:send_ticket_message}
+-- @treturn[1] table `{ messages = { … }, total = n }`; each message a plain
+-- table with Feishu's fields (`id`, `message_id`, `message_type`,
+-- `created_at` in milliseconds, `content` a JSON string, `user_name`, …)
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error
 function Client:list_ticket_messages(ticket_id, query, opts)
   local id, err = validate.ticket_id(ticket_id)
   if not id then return nil, err end
@@ -487,9 +527,16 @@ function Client:list_ticket_messages(ticket_id, query, opts)
   return list_page(self, id, q, call_opts)
 end
 
--- An iterator over every message (and the total Feishu reports, for
--- progress); raises the error object when a page fails (or the input is
--- invalid), so a loop never ends as if complete.
+--- An iterator over every message of a ticket, 200 a page unless
+-- `query.page_size` says otherwise. It raises the error object when a page
+-- fails (or the input is invalid), so a loop never ends as if complete.
+-- @string ticket_id
+-- @tab[opt] query as for @{Client:list_ticket_messages}
+-- @tab[opt] opts as for @{Client:send_ticket_message}
+-- @return an iterator yielding each message and the `total` Feishu reported
+-- @usage local ok, err = pcall(function()
+--   for msg, total in client:ticket_messages(id, { time_start = t0 }) do print(msg.message_id) end
+-- end)
 function Client:ticket_messages(ticket_id, query, opts)
   local id, err = validate.ticket_id(ticket_id)
   if not id then error(err, 2) end
@@ -519,7 +566,7 @@ function Client:ticket_messages(ticket_id, query, opts)
   end
 end
 
--- Releases the connection now rather than at garbage collection.
+--- Releases the connection now rather than at garbage collection.
 function Client:close()
   local p = private[self]
   p.closed = true

@@ -1,4 +1,7 @@
--- The error object every failure returns as its second value.
+--- The error object every failure returns as its second value (and the
+-- listing iterator raises). `tostring(err)` is one line: kind, code, HTTP
+-- status, message and log id, never a secret.
+-- @module helpdesk.errors
 local setmetatable, getmetatable, tostring, type = setmetatable, getmetatable, tostring, type
 local concat = table.concat
 
@@ -30,6 +33,9 @@ function M.invalid(field, msg)
   return new("invalid", { field = field, msg = field .. " " .. msg })
 end
 
+--- Is v an error object of this library?
+-- @param v any value
+-- @treturn boolean
 function M.is(v)
   return type(v) == "table" and getmetatable(v) == Error
 end
@@ -50,5 +56,22 @@ function M.redact(err, secrets)
   err.msg = msg
   return err
 end
+
+--- An error. Only the fields that apply are set.
+-- @table Error
+-- @field kind `"invalid"` (bad input, nothing sent), `"transport"`
+-- (connect, TLS, timeout, reset, answer too large), `"http"` (a non-2xx
+-- answer without a Feishu body), `"api"` (Feishu answered a code other than
+-- 0), `"decode"` (an answer that is not JSON or lacks the expected fields),
+-- `"rate_limit"` (the client-side limiter had no slot in time; nothing sent)
+-- @field code Feishu's code, for `api` errors (such as 154401, ticket closed)
+-- @field msg what went wrong, in words
+-- @field status the HTTP status, when there was an answer
+-- @field log_id Feishu's log id (`X-Tt-Logid`), for Feishu's support
+-- @field field the option or input field an `invalid` error is about
+-- @field sent `true` when a POST went out and may have been processed: do not
+-- resend it blindly
+-- @field retry_after seconds to wait, when a rate limit said so
+-- @field curl_code libcurl's code, for `transport` errors
 
 return M

@@ -1,7 +1,12 @@
--- Message builders that make exactly the content shapes the documents give
+--- Message builders that make exactly the content shapes the documents give
 -- (and Feishu's message-content rules for post elements), checked here so a
 -- mistake is an invalid error naming the field rather than a 154000 later;
--- and readers of a listed message's content.
+-- and readers of a listed message's content. All of them are also fields of
+-- `require "helpdesk"`: `helpdesk.text(…)`.
+-- Each builder returns `{ msg_type =, content = }` for
+-- @{helpdesk.client.Client:send_ticket_message} or
+-- @{helpdesk.client.Client:bot_message}, or `nil` and an `invalid` error.
+-- @module helpdesk.message
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 
@@ -16,14 +21,18 @@ local function text_value(field, s)
   return s
 end
 
---- helpdesk.text(s) -> { msg_type = "text", content = { text = s } }
+--- A text message.
+-- @string s the text
+-- @treturn table `{ msg_type = "text", content = { text = s } }`
 function M.text(s)
   local v, err = text_value("text", s)
   if not v then return nil, err end
   return { msg_type = "text", content = { text = v } }
 end
 
---- helpdesk.image(image_key) -> { msg_type = "image", content = { image_key = } } (bot messages only)
+--- An image message (bot messages only).
+-- @string image_key the key of an uploaded image
+-- @treturn table `{ msg_type = "image", content = { image_key = } }`
 function M.image(image_key)
   local v, err = text_value("image_key", image_key)
   if not v then return nil, err end
@@ -33,17 +42,22 @@ end
 -- Elements of a post line. A plain string in a line is a text element.
 local ELEMENT = {}
 
---- helpdesk.link(text, href): a link in a post line (http or https)
+--- A link, for a line of a @{post}.
+-- @string text
+-- @string href an http or https URL
 function M.link(text, href)
   return setmetatable({ tag = "a", text = text, href = href }, ELEMENT)
 end
 
---- helpdesk.at(user_id [, user_name]): @ a user (open_id, or "all") in a post line
+--- An @ of a user, for a line of a @{post}.
+-- @string user_id an open_id, or `"all"`
+-- @string[opt] user_name
 function M.at(user_id, user_name)
   return setmetatable({ tag = "at", user_id = user_id, user_name = user_name }, ELEMENT)
 end
 
---- helpdesk.img(image_key): an image in a post line
+--- An image, for a line of a @{post}.
+-- @string image_key
 function M.img(image_key)
   return setmetatable({ tag = "img", image_key = image_key }, ELEMENT)
 end
@@ -81,8 +95,12 @@ end
 
 local LANGS = { zh_cn = true, en_us = true, ja_jp = true }
 
---- helpdesk.post{ title = "…", lang = "zh_cn", { "text", helpdesk.link(…) }, { … } }:
--- rich text; each array entry is a line, each line a list of elements.
+--- A rich-text message: each array entry is a line, each line a string or a
+-- list of elements (strings, @{link}, @{at}, @{img}).
+-- @tab t `{ title = "…", lang = "zh_cn" | "en_us" | "ja_jp", line, … }`
+-- @treturn table `{ msg_type = "post", content = { post = { [lang] = { title =, content = } } } }`
+-- @usage helpdesk.post{ title = "Ticket update", "Status: resolved",
+--   { "See ", helpdesk.link("the report", "https://example.com/r/1"), " ", helpdesk.at("ou_1") } }
 function M.post(t)
   if type(t) ~= "table" then return nil, invalid("post", "must be a table of lines") end
   for k in pairs(t) do
@@ -111,8 +129,10 @@ function M.post(t)
   return { msg_type = "post", content = { post = { [lang] = { title = t.title or "", content = lines } } } }
 end
 
---- helpdesk.card(card) -> { msg_type = "interactive", content = card }: a
--- card JSON 1.0 table (bot messages only; the endpoint takes no 2.0 card)
+--- An interactive card message (bot messages only): card JSON 1.0, since
+-- the endpoint takes no 2.0 card.
+-- @tab card a card JSON 1.0 table, with `elements` or `i18n_elements`
+-- @treturn table `{ msg_type = "interactive", content = card }`
 function M.card(card)
   if type(card) ~= "table" then return nil, invalid("card", "must be a card table (card JSON 1.0)") end
   if card.schema ~= nil then
@@ -124,8 +144,11 @@ function M.card(card)
   return { msg_type = "interactive", content = card }
 end
 
---- helpdesk.decode_content(message) -> the content of a listed message as a
--- table ({ content = "…", msg_type = "text" } for a text message)
+--- The content of a listed message, decoded.
+-- @tab msg a message from a listing
+-- @treturn[1] table such as `{ content = "…", msg_type = "text" }` for a text message
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `decode` when the content is not a JSON object
 function M.decode_content(msg)
   if type(msg) ~= "table" or type(msg.content) ~= "string" then
     return nil, invalid("message", "must be a listed message with a content string")
@@ -137,7 +160,11 @@ function M.decode_content(msg)
   return v
 end
 
---- helpdesk.text_of(message) -> the plain text of a listed text message
+--- The plain text of a listed text message.
+-- @tab msg a message from a listing
+-- @treturn[1] string
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid` for a message that is not text
 function M.text_of(msg)
   local c, err = M.decode_content(msg)
   if not c then return nil, err end
