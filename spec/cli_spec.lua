@@ -45,13 +45,14 @@ local function helpdesk(args, opts)
   parts[#parts + 1] = LUA .. " bin/helpdesk"
   for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
   write(TMP .. ".in", opts.stdin or "")
-  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. TMP .. ".out"
+  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. (opts.stdout or TMP .. ".out")
   if opts.tty then
     -- stderr on a pseudo-terminal (script(1)); what it shows lands in .err
     cmd = "script -qec " .. quote(cmd .. "; echo $? >" .. TMP .. ".rc") .. " /dev/null >" .. TMP .. ".err"
   else
     cmd = cmd .. " 2>" .. TMP .. ".err; echo $? >" .. TMP .. ".rc"
   end
+  write(TMP .. ".out", "")
   os.execute(cmd)
   return tonumber(slurp(TMP .. ".rc")), slurp(TMP .. ".out"), slurp(TMP .. ".err")
 end
@@ -213,6 +214,13 @@ describe("the helpdesk command", function()
       assert.are.equal(1, #fake.requests_to(PATH))
     end)
 
+    it("a full disk under stdout is exit code 1, saying the message was sent", function()
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x" }, { stdout = "/dev/full" })
+      assert.are.equal(1, rc)
+      assert.matches("^helpdesk: helpdesk output error: message om_%x+ was sent, but cannot write the output", err)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+
     it("a connection that cannot be made is exit code 4: nothing processed, try later", function()
       local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--base-url", fake.dead_url })
       assert.are.equal(4, rc, err)
@@ -349,6 +357,12 @@ describe("the helpdesk command", function()
       assert.are.equal(1, rc)
       assert.are.equal("", out)
       assert.matches("154002", err, 1, true)
+    end)
+
+    it("a full disk under stdout is an error, never a complete export", function()
+      local rc, _, err = helpdesk({ "messages", fake.TICKET }, { stdout = "/dev/full" })
+      assert.are.equal(1, rc)
+      assert.matches("^helpdesk: helpdesk output error: cannot write the output", err)
     end)
 
     it("refuses a time it cannot read, and milliseconds, sending nothing", function()

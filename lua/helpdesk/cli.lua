@@ -4,6 +4,7 @@
 -- @module helpdesk.cli
 local helpdesk = require "helpdesk"
 local config = require "helpdesk.config"
+local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 local retry = require "helpdesk.retry"
 local clock = require "helpdesk.clock"
@@ -15,7 +16,8 @@ local M = {}
 
 --- Exit code 0: done.
 M.OK = 0
---- Exit code 1: Feishu refused the call, or answered something unusable.
+--- Exit code 1: Feishu refused the call, or answered something unusable, or
+-- stdout could not be written.
 M.FAILED = 1
 --- Exit code 2: bad command line or input; nothing was sent.
 M.USAGE = 2
@@ -39,9 +41,10 @@ Connection:
   --ca-file FILE              CA bundle to verify the server with
   --proxy URL                 e.g. http://proxy:3128
   --verbose                   log each request, answer and retry to stderr
-Exit codes: 0 done; 1 Feishu refused the call; 2 bad usage or input, nothing
-sent; 3 the message may have been sent (do not resend blindly); 4 a passing
-failure (rate limit, network, server error), nothing processed: try later.
+Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
+written); 2 bad usage or input, nothing sent; 3 the message may have been
+sent (do not resend blindly); 4 a passing failure (rate limit, network,
+server error), nothing processed: try later.
 ]==]
 
 local HELP = {
@@ -274,6 +277,31 @@ local function one_positional(pos, what)
   return pos[1]
 end
 
+-- Writes to stdout; a full disk or a closed pipe is an error, never a
+-- quiet success.
+local function write_out(out, ...)
+  local ok, err = out.out:write(...)
+  if ok then ok, err = out.out:flush() end
+  if not ok then return nil, errors.new("output", { msg = "cannot write the output: " .. tostring(err) }) end
+  return true
+end
+
+-- Sends msg with send(client, msg) and prints the new message_id.
+local function send_message(flags, out, msg, send)
+  local c, err = new_client(flags, out)
+  if not c then return nil, err end
+  local data
+  data, err = send(c, msg)
+  c:close()
+  if not data then return nil, err end
+  local ok, werr = write_out(out, data.message_id, "\n")
+  if not ok then
+    werr.msg = "message " .. data.message_id .. " was sent, but " .. werr.msg
+    return nil, werr
+  end
+  return true
+end
+
 local commands = {}
 
 function commands.send(pos, flags, out)
@@ -283,15 +311,7 @@ function commands.send(pos, flags, out)
   local msg
   msg, err = message_from(flags, { "text", "post", "json" }, out.stdin)
   if not msg then return nil, err end
-  local c
-  c, err = new_client(flags, out)
-  if not c then return nil, err end
-  local data
-  data, err = c:send_ticket_message(ticket, msg)
-  c:close()
-  if not data then return nil, err end
-  out.out:write(data.message_id, "\n")
-  return true
+  return send_message(flags, out, msg, function(c, m) return c:send_ticket_message(ticket, m) end)
 end
 
 function commands.bot(pos, flags, out)
@@ -305,15 +325,7 @@ function commands.bot(pos, flags, out)
   msg.receiver_id = receiver
   msg.receive_type = flags.user and "user" or "chat"
   msg.user_id_type = flags["user-id-type"]
-  local c
-  c, err = new_client(flags, out)
-  if not c then return nil, err end
-  local data
-  data, err = c:bot_message(msg)
-  c:close()
-  if not data then return nil, err end
-  out.out:write(data.message_id, "\n")
-  return true
+  return send_message(flags, out, msg, function(c, m) return c:bot_message(m) end)
 end
 
 -- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
@@ -447,14 +459,14 @@ function commands.messages(pos, flags, out)
   local ok, perr = pcall(function()
     for msg, total in c:ticket_messages(ticket, query) do
       count = count + 1
-      if fmt == "jsonl" then
-        local line = assert(json.encode(msg))
-        out.out:write(line, "\n")
-      else
-        out.out:write(table_line(msg))
+      local written, werr = out.out:write(fmt == "jsonl" and assert(json.encode(msg)) .. "\n" or table_line(msg))
+      if not written then
+        error(errors.new("output", { msg = "cannot write the output: " .. tostring(werr) }), 0)
       end
       if progress then show(total) end
     end
+    local flushed, ferr = write_out(out)
+    if not flushed then error(ferr, 0) end
   end)
   c:close()
   if progress then
