@@ -99,7 +99,14 @@ describe("OpenResty #openresty", function()
       end
       assert.are.equal(120, sent)
       assert.is_not_nil(next(workers, next(workers)), "one worker served every call")
-      assert.are.equal(0, fake.state().rate_limited)
+      -- The shared limiter starts no more than 50 in any second. On a loaded
+      -- 2-core machine a request can take longer than the limiter's 30 ms
+      -- margin to get from a pool thread to the fake, so a few arrivals may
+      -- crowd one second (seen: 2; each such 429 was retried, and all 120
+      -- went through). A budget per worker lets twice the rate through and
+      -- earns dozens (39, with the shared dict taken out of the example).
+      local limited = fake.state().rate_limited
+      assert(limited <= 5, limited .. " answers were 429: the workers do not keep one budget")
     end)
 
     it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()
