@@ -194,6 +194,21 @@ describe("the helpdesk command", function()
       assert.are.equal(1, #fake.requests_to(PATH))
     end)
 
+    it("passes --proxy, --ca-file and --timeout to the client", function()
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--base-url", "http://feishu.invalid",
+                                     "--proxy", fake.url, "--timeout", "5" })
+      assert.are.equal(0, rc, err) -- the fake stood in for the proxy of a host that does not resolve
+      assert.are.equal("feishu.invalid", last_request(PATH).headers.host)
+      rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--base-url", assert(fake.tls_url),
+                              "--ca-file", fake.ca_file })
+      assert.are.equal(0, rc, err)
+      -- without the CA the self-signed certificate is refused: not a passing failure
+      rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--base-url", fake.tls_url })
+      assert.are.equal(1, rc)
+      assert.matches("helpdesk transport error", err, 1, true)
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end)
+
     it("a refusal by Feishu is exit code 1, with the code and log id and no secret", function()
       local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose" },
                                     { env = { FEISHU_HELPDESK_TOKEN = "wrong-token" } })
@@ -313,6 +328,24 @@ describe("the helpdesk command", function()
         .. "2023-11-14 22:14:20  text     Helpdesk Agent       message 2\n", out)
     end)
 
+    it("prints odd messages as one safe line each: no terminal escapes, no crash", function()
+      local odd = {
+        { message_id = "om_1", message_type = "text", created_at = 1e300, user_name = "\27[31mred\27[0m",
+          content = '{"content":"two\\nlines\\u001b[2J","msg_type":"text"}' },
+        { message_id = "om_2", message_type = "post", created_at = -5, content = "not json" },
+        { message_id = "om_3", message_type = "post", user_id = "ou_9",
+          content = '{"content":"{\\"title\\":\\"T\\",\\"content\\":[[{\\"tag\\":\\"text\\",\\"text\\":\\"x\\"}]]}"}' },
+      }
+      fake.fault({ path = PATH, method = "GET", status = 200,
+                   body = cjson.encode({ code = 0, msg = "success", data = { messages = odd, total = 3 } }) })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--format", "table" })
+      assert.are.equal(0, rc, err)
+      -- control characters (ESC, newlines) became spaces
+      assert.are.equal("?  text     " .. string.format("%-20s", " [31mred [0m") .. " two lines [2J\n"
+        .. "?  post                          [post]\n"
+        .. "?  post     ou_9                 [post] T x\n", out)
+    end)
+
     it("passes --since and --until as time_start and time_end", function()
       local rc, out, err = helpdesk({ "messages", fake.TICKET, "--since", "2023-11-14T22:15:00Z",
                                       "--until", "2023-11-15 06:20+08:00" })
@@ -375,6 +408,21 @@ describe("the helpdesk command", function()
       assert.are.equal(2, rc)
       assert.matches("--format must be jsonl or table", err, 1, true)
       assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("a bug in the command", function()
+    it("is exit code 70 with a traceback, never 1 (\"Feishu refused\")", function()
+      local said = {}
+      local stderr = { write = function(self, ...)
+        for i = 1, select("#", ...) do said[#said + 1] = select(i, ...) end
+        return self
+      end }
+      local broken_stdout = { write = function() error("stdout object broke") end }
+      assert.are.equal(70, cli.main({ "--version" }, { out = broken_stdout, err = stderr }))
+      local text = table.concat(said)
+      assert.matches("^helpdesk: internal error %(please report it%): .*stdout object broke", text)
+      assert.matches("stack traceback", text, 1, true)
     end)
   end)
 

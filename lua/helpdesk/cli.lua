@@ -25,6 +25,8 @@ M.USAGE = 2
 M.MAYBE_SENT = 3
 --- Exit code 4: a passing failure (rate limit, network, 5xx); nothing processed.
 M.TRY_LATER = 4
+--- Exit code 70 (sysexits' EX_SOFTWARE): a bug in the command itself.
+M.BUG = 70
 
 local COMMON_HELP = [==[
 Credentials (flags override the environment):
@@ -44,7 +46,7 @@ Connection:
 Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
 written); 2 bad usage or input, nothing sent; 3 the message may have been
 sent (do not resend blindly); 4 a passing failure (rate limit, network,
-server error), nothing processed: try later.
+server error), nothing processed: try later; 70 a bug in helpdesk.
 ]==]
 
 local HELP = {
@@ -411,8 +413,9 @@ local function summary(msg)
 end
 
 local function table_line(msg)
+  -- milliseconds; os.date raises on a time out of its range
   local at = tonumber(msg.created_at)
-  local when = at and os.date("!%Y-%m-%d %H:%M:%S", floor(at / 1000)) or "?"
+  local when = at and at >= 0 and at < 1e14 and os.date("!%Y-%m-%d %H:%M:%S", floor(at / 1000)) or "?"
   local who = (tostring(msg.user_name or msg.user_id or "")):gsub("%c+", " ")
   return format("%s  %-8s %-20s %s\n", when, tostring(msg.message_type or "?"):gsub("%c+", " "), who,
                 summary(msg))
@@ -482,15 +485,7 @@ end
 
 local METHOD = { send = "POST", bot = "POST", messages = "GET" }
 
---- Runs a command line.
--- @tab args as the global `arg`: `args[1]` is the command
--- @tab[opt] io_ `{ out =, err =, stdin = }` (default `io.stdout`,
--- `io.stderr`, `io.stdin`)
--- @treturn int the exit code
-function M.main(args, io_)
-  io_ = io_ or {}
-  local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,
-                now = io_.now }
+local function run(args, out)
   local cmd = args[1]
   if cmd == nil or cmd == "help" or cmd == "--help" or cmd == "-h" then
     local topic = cmd == "help" and args[2] or "main"
@@ -519,6 +514,22 @@ function M.main(args, io_)
   local ok, err = commands[cmd](pos, flags, out)
   if ok then return M.OK end
   return fail(out, err, METHOD[cmd])
+end
+
+--- Runs a command line.
+-- @tab args as the global `arg`: `args[1]` is the command
+-- @tab[opt] io_ `{ out =, err =, stdin = }` (default `io.stdout`,
+-- `io.stderr`, `io.stdin`)
+-- @treturn int the exit code
+function M.main(args, io_)
+  io_ = io_ or {}
+  local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,
+                now = io_.now }
+  -- a bug must not exit 1, which scripts read as "Feishu refused"
+  local ok, code = xpcall(function() return run(args, out) end, debug.traceback)
+  if ok then return code end
+  out.err:write("helpdesk: internal error (please report it): ", tostring(code), "\n")
+  return M.BUG
 end
 
 return M
