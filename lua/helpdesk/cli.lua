@@ -279,11 +279,11 @@ local function one_positional(pos, what)
   return pos[1]
 end
 
--- Writes to stdout; a full disk or a closed pipe is an error, never a
--- quiet success.
-local function write_out(out, ...)
-  local ok, err = out.out:write(...)
-  if ok then ok, err = out.out:flush() end
+-- Writes to stdout (flush: and flushes it); a full disk is an error, never
+-- a quiet success.
+local function write_out(out, s, flush)
+  local ok, err = out.out:write(s)
+  if ok and flush then ok, err = out.out:flush() end
   if not ok then return nil, errors.new("output", { msg = "cannot write the output: " .. tostring(err) }) end
   return true
 end
@@ -296,7 +296,7 @@ local function send_message(flags, out, msg, send)
   data, err = send(c, msg)
   c:close()
   if not data then return nil, err end
-  local ok, werr = write_out(out, data.message_id, "\n")
+  local ok, werr = write_out(out, data.message_id .. "\n", true)
   if not ok then
     werr.msg = "message " .. data.message_id .. " was sent, but " .. werr.msg
     return nil, werr
@@ -462,13 +462,11 @@ function commands.messages(pos, flags, out)
   local ok, perr = pcall(function()
     for msg, total in c:ticket_messages(ticket, query) do
       count = count + 1
-      local written, werr = out.out:write(fmt == "jsonl" and assert(json.encode(msg)) .. "\n" or table_line(msg))
-      if not written then
-        error(errors.new("output", { msg = "cannot write the output: " .. tostring(werr) }), 0)
-      end
+      local written, werr = write_out(out, fmt == "jsonl" and assert(json.encode(msg)) .. "\n" or table_line(msg))
+      if not written then error(werr, 0) end
       if progress then show(total) end
     end
-    local flushed, ferr = write_out(out)
+    local flushed, ferr = write_out(out, "", true)
     if not flushed then error(ferr, 0) end
   end)
   c:close()
