@@ -11,60 +11,220 @@ describe("rate limits", function()
   before_each(function() fake.reset() end)
 
   describe("the sliding window", function()
-    -- A clock that moves only when the limiter sleeps, with requests arriving
-    -- at random moments: the property is checked over every window.
+    -- A clock that moves only when told (or when the limiter sleeps).
     local function fake_clock()
       local t = 0
       return { now = function() return t end, sleep = function(s) t = t + s end,
                advance = function(s) t = t + s end }
     end
 
-    it("never lets more than the limit into any window, wherever it starts", function()
-      math.randomseed(7)
-      local clock = fake_clock()
-      local lim = ratelimit.limiter({ per_second = 5, per_minute = 40 }, nil, nil, clock.now)
-      local times = {}
-      for _ = 1, 300 do
-        clock.advance(math.random() * 0.3)
-        assert(lim:acquire(clock, math.huge))
-        times[#times + 1] = clock.now()
-      end
-      for i = 1, #times do
-        local in_second, in_minute = 0, 0
-        for j = i, #times do
-          if times[j] < times[i] + 1 then in_second = in_second + 1 end
-          if times[j] < times[i] + 60 then in_minute = in_minute + 1 end
-        end
-        assert.is_true(in_second <= 5, "second window at " .. times[i])
-        assert.is_true(in_minute <= 40, "minute window at " .. times[i])
-      end
-    end)
+    local SECONDS = { per_second = 1, per_minute = 60 }
+    local EPS = 1e-6
 
-    it("keeps one budget for limiters that share a store, as nginx workers do", function()
-      math.randomseed(11)
-      local clock = fake_clock()
-      local shared = store.table(clock.now)
-      local a = ratelimit.limiter({ per_second = 4 }, shared, "app:ep", clock.now)
-      local b = ratelimit.limiter({ per_second = 4 }, shared, "app:ep", clock.now)
-      local times = {}
-      for n = 1, 200 do
-        clock.advance(math.random() * 0.2)
-        assert((n % 3 == 0 and b or a):acquire(clock, math.huge))
-        times[#times + 1] = clock.now()
-      end
-      for i = 1, #times do
-        local inside = 0
-        for j = i, #times do
-          if times[j] < times[i] + 1 then inside = inside + 1 end
+    -- The windows of limits as { n =, w = }, shortest first.
+    local function windows_of(limits)
+      local out = {}
+      for key, n in pairs(limits) do out[#out + 1] = { n = n, w = SECONDS[key] } end
+      table.sort(out, function(a, b) return a.w < b.w end)
+      return out
+    end
+
+    -- Gaps between arrivals: for each window, quiet spells of 0.5, 2, 3 and
+    -- 100 windows, each followed by a burst larger than the limit and a few
+    -- scattered arrivals. spells[i] is true where gap i ends a spell longer
+    -- than every window.
+    local function arrival_gaps(limits, rounds)
+      local wins = windows_of(limits)
+      local longest = wins[#wins].w
+      local gaps, after_spell = {}, {}
+      for _ = 1, rounds do
+        for _, win in ipairs(wins) do
+          for _, f in ipairs({ 0.5, 2, 3, 100 }) do
+            gaps[#gaps + 1] = f * win.w
+            after_spell[#gaps] = f * win.w > longest + ratelimit.MARGIN
+            for _ = 1, win.n + 3 do gaps[#gaps + 1] = 0 end
+            for _ = 1, 10 do gaps[#gaps + 1] = math.random() * 2 * win.w / win.n end
+          end
         end
-        assert.is_true(inside <= 4, "second window at " .. times[i])
       end
-      -- and the same limits under another name count apart
-      local other = ratelimit.limiter({ per_second = 4 }, shared, "app:other", clock.now)
-      local t0 = clock.now()
-      for _ = 1, 4 do assert(other:acquire(clock, math.huge)) end
-      assert.are.equal(t0, clock.now())
-    end)
+      return gaps, after_spell
+    end
+
+    -- Drives limiters (sharing one store, or one each) with arrivals; pick(i)
+    -- names the limiter of arrival i; one arrival in ten has a budget too
+    -- short to wait for a slot. Returns the calls in reservation order:
+    -- { a = arrival, s = start }, { a =, refused = true } or { a =, dead = true }.
+    local function drive(lims, gaps, clock, pick)
+      local calls = {}
+      for i, gap in ipairs(gaps) do
+        clock.advance(gap)
+        local a, lim = clock.now(), lims[pick(i)]
+        local deadline = math.random() < 0.1 and a + 0.2 or math.huge
+        local ok, start = pcall(lim.reserve, lim, clock, deadline)
+        if not ok then calls[#calls + 1] = { a = a, dead = true }
+        elseif not start then calls[#calls + 1] = { a = a, refused = true }
+        else calls[#calls + 1] = { a = a, s = start } end
+      end
+      return calls
+    end
+
+    local function count(calls, field)
+      local n = 0
+      for _, c in ipairs(calls) do n = n + (c[field] and 1 or 0) end
+      return n
+    end
+
+    -- Safety: no window of w, wherever it starts, holds more than n starts.
+    local function assert_safe(calls, limits)
+      local starts = {}
+      for _, c in ipairs(calls) do
+        if c.s then starts[#starts + 1] = c.s end
+      end
+      table.sort(starts)
+      for _, win in ipairs(windows_of(limits)) do
+        local j = 1
+        for i = 1, #starts do
+          -- the window [starts[i], starts[i] + w): starts j..i end inside it
+          while starts[i] - starts[j] >= win.w do j = j + 1 end
+          assert(i - j + 1 <= win.n, string.format("%d starts in the %g s window from %.4f (limit %d)",
+            i - j + 1, win.w, starts[j], win.n))
+        end
+      end
+      return #starts
+    end
+
+    -- Liveness against a model written apart from the limiter: a call may
+    -- start at its arrival, or once the n-th latest start before it is w
+    -- behind (for each window); the limiter may add its margin. A caller
+    -- that died holding its number counts as a call at its earliest moment
+    -- (it took one place in the budget, for one window). Returns how much
+    -- later than that each late call started.
+    local function late_calls(calls, limits)
+      local wins, started, late = windows_of(limits), {}, {}
+      for _, c in ipairs(calls) do
+        if c.s or c.dead then
+          local earliest = c.a
+          for _, win in ipairs(wins) do
+            local nth = started[#started - win.n + 1]
+            if nth then earliest = math.max(earliest, nth + win.w) end
+          end
+          local s = c.s or earliest
+          if s > earliest + ratelimit.MARGIN + EPS then late[#late + 1] = s - earliest end
+          -- kept sorted: a call refused its slot lets a later one go sooner
+          local j = #started
+          while j > 0 and started[j] > s do j = j - 1 end
+          table.insert(started, j + 1, s)
+        end
+      end
+      return late
+    end
+
+    -- After a spell longer than every window since the last start, the first
+    -- calls of the burst, as many as the smallest limit, start as they arrive.
+    local function assert_burst_after_spells(calls, after_spell, limits)
+      local smallest, longest = math.huge, 0
+      for key, n in pairs(limits) do
+        smallest, longest = math.min(smallest, n), math.max(longest, SECONDS[key])
+      end
+      local checked, last = 0, -math.huge
+      for i, c in ipairs(calls) do
+        if after_spell[i] and c.a > last + longest + ratelimit.MARGIN then
+          for j = i, i + smallest - 1 do
+            local b = calls[j]
+            if b.s then
+              assert(b.s <= b.a + EPS, string.format("call %d waited %.3f s after a quiet spell", j, b.s - b.a))
+              checked = checked + 1
+            end
+          end
+        end
+        if c.s then last = math.max(last, c.s) end
+      end
+      assert.is_true(checked >= smallest)
+    end
+
+    local CASES = {
+      { per_second = 5, per_minute = 40 },
+      { per_second = 5 },
+      { per_minute = 100 },
+      { per_second = 50, per_minute = 1000 },
+    }
+
+    for _, limits in ipairs(CASES) do
+      local name = (limits.per_second and limits.per_second .. "/s " or "")
+        .. (limits.per_minute and limits.per_minute .. "/min" or "")
+
+      it("is safe and never holds a call back needlessly, " .. name .. ", one store", function()
+        math.randomseed(7)
+        local clock = fake_clock()
+        local lim = ratelimit.limiter(limits, nil, nil, clock.now)
+        local gaps, after_spell = arrival_gaps(limits, 2)
+        local calls = drive({ lim }, gaps, clock, function() return 1 end)
+        assert.is_true(count(calls, "refused") > 0)
+        assert.are.equal(#gaps - count(calls, "refused"), assert_safe(calls, limits))
+        assert.are.same({}, late_calls(calls, limits))
+        assert_burst_after_spells(calls, after_spell, limits)
+      end)
+
+      it("keeps one budget for limiters that share a store, as workers do, " .. name, function()
+        math.randomseed(11)
+        local clock = fake_clock()
+        local shared = store.table(clock.now)
+        local lims = {}
+        for w = 1, 3 do lims[w] = ratelimit.limiter(limits, shared, "app:ep", clock.now) end
+        local gaps, after_spell = arrival_gaps(limits, 2)
+        local calls = drive(lims, gaps, clock, function() return math.random(3) end)
+        assert.is_true(count(calls, "refused") > 0)
+        assert.are.equal(#gaps - count(calls, "refused"), assert_safe(calls, limits))
+        assert.are.same({}, late_calls(calls, limits))
+        assert_burst_after_spells(calls, after_spell, limits)
+      end)
+    end
+
+    -- A store whose set raises for the reservations in dies (by count of
+    -- numbers taken): the caller died after taking its number, holding the
+    -- lock of the reservations, before writing its slots.
+    local function dying_store(base, dies)
+      local st, n = setmetatable({}, { __index = base }), 0
+      function st.incr(_, key, ...)
+        if key:find(":seq:", 1, true) then n = n + 1 end
+        return base:incr(key, ...)
+      end
+      function st.set(_, key, ...)
+        if dies[n] then error("caller killed between reserving and writing") end
+        return base:set(key, ...)
+      end
+      return st
+    end
+
+    for _, shared_by in ipairs({ 1, 3 }) do
+      it("lets a caller that died before writing its slot cost one window once, "
+         .. (shared_by == 1 and "one limiter" or "limiters sharing a store"), function()
+        math.randomseed(3)
+        local limits = { per_second = 5, per_minute = 40 }
+        local clock = fake_clock()
+        local base = store.table(clock.now)
+        local dies = {}
+        local gaps = arrival_gaps(limits, 3)
+        for i = 1, #gaps do
+          if math.random() < 0.02 then dies[i] = true end
+        end
+        local lims = {}
+        for w = 1, shared_by do lims[w] = ratelimit.limiter(limits, dying_store(base, dies), "app:ep", clock.now) end
+        local calls = drive(lims, gaps, clock, function() return math.random(shared_by) end)
+        local dead = count(calls, "dead")
+        assert.is_true(dead >= 5)
+        assert_safe(calls, limits)
+        -- a dead caller holds the lock until it expires: the next call waits
+        -- that long, once; nothing else is held back
+        local late = late_calls(calls, limits)
+        assert.is_true(#late <= dead, #late .. " late calls for " .. dead .. " deaths")
+        for _, by in ipairs(late) do assert.is_true(by <= 0.2, tostring(by)) end
+        -- and afterwards nothing is held back: the last spell's burst goes at once
+        local tail = {}
+        for i = #calls - 12, #calls do tail[#tail + 1] = calls[i] end
+        assert.are.same({}, late_calls(tail, {}))
+      end)
+    end
 
     it("says how long it would wait when that is past the deadline", function()
       local clock = fake_clock()
@@ -114,6 +274,19 @@ describe("rate limits", function()
       assert.are.equal(21, #fake.requests_to(PATH))
       -- 21 sends at 10 a second cannot finish in under 2 seconds
       assert.is_true(core.monotime() - t0 >= 2)
+    end)
+
+    it("gives the whole burst again after a pause longer than the window", function()
+      -- the ring's slots once expired after 3 s: the second burst took 10 s
+      fake.config({ rate_limits = { ticket_message = { per_second = 5 } } })
+      local client = fake.client({ rate_limit = { ticket_message = { per_second = 5, per_minute = false } } })
+      for i = 1, 5 do assert(client:send_ticket_message(fake.TICKET, TEXT), "send " .. i) end
+      core.sleep(4)
+      local t0 = core.monotime()
+      for i = 1, 5 do assert(client:send_ticket_message(fake.TICKET, TEXT), "send " .. i .. " after the pause") end
+      assert.is_true(core.monotime() - t0 < 0.5, "the second burst took " .. (core.monotime() - t0) .. " s")
+      assert.are.equal(0, fake.state().rate_limited)
+      assert.are.equal(10, #fake.requests_to(PATH))
     end)
 
     it("absorbs Feishu's 429s when the client-side limit is off", function()

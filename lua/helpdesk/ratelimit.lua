@@ -1,8 +1,8 @@
 -- Client-side rate limits: per endpoint, one sliding-window log per limit,
 -- so that no window of the limit's length, wherever it starts, holds more
 -- requests than allowed (Feishu does not document how it counts).
-local setmetatable, type, pairs, ipairs, max, tonumber, format =
-  setmetatable, type, pairs, ipairs, math.max, tonumber, string.format
+local setmetatable, type, pairs, ipairs, max, tonumber, format, concat =
+  setmetatable, type, pairs, ipairs, math.max, tonumber, string.format, table.concat
 
 local M = {}
 
@@ -18,87 +18,122 @@ local WINDOWS = { per_second = 1, per_minute = 60 }
 -- equally late (a thread pool, a busy machine: some ms): a margin keeps a
 -- burst at a window's edge inside the limit.
 local MARGIN = 0.03
--- How long to wait for a concurrent caller to write the slot it reserved.
-local SLOT_WAIT = 1
+M.MARGIN = MARGIN
 
--- A limit of n per window of w seconds is a ring of n slots in the store.
--- Call k reserves number k (incr), then starts no sooner than call k-n did,
--- plus w; its start time goes into slot k % n. Among any n+1 calls two share
--- a slot, so they start at least w apart: no window holds more than n.
--- Workers that share the store share the ring.
-local Window = {}
-Window.__index = Window
-
-local function new_window(store, prefix, limit, seconds)
-  local key = format("%s:%d:%d", prefix, seconds, limit)
-  return setmetatable({ store = store, limit = limit, seconds = seconds, key = key, seq_key = key .. ":seq" },
-                      Window)
-end
-
-function Window:slot_key(k)
-  return self.key .. ":" .. (k % self.limit)
-end
-
--- A start time long past: of the calls before the first.
-local NONE = -1e15
-
--- The start time of call k (NONE for none), waiting a little for a concurrent
--- caller that reserved k and has not written it yet.
-function Window:start_of(k, clock)
-  if k < 1 then return NONE end
-  local waited = 0
-  while true do
-    local v = self.store:get(self:slot_key(k))
-    local tag, t = nil, nil
-    if type(v) == "string" then
-      tag, t = v:match("^(%d+) (%S+)$")
-      tag, t = tonumber(tag), tonumber(t)
-    end
-    if tag and tag >= k then return t end
-    -- lost, or its caller stopped before writing: count it as starting now
-    if waited >= SLOT_WAIT then return clock.now() end
-    clock.sleep(0.002)
-    waited = waited + 0.002
-  end
-end
-
-function Window:write(k, t)
-  self.store:set(self:slot_key(k), format("%d %.6f", k, t), self.seconds * 2 + 1)
-end
-
+-- Calls are numbered (incr on the store: workers that share the store share
+-- the numbers). A limit of n per window of w seconds is a ring of n slots:
+-- call k starts no sooner than call k-n did, plus w, and writes its start
+-- into slot k % n, tagged with k. Among any n+1 calls two share a slot, so
+-- they start at least w apart: no window holds more than n.
+-- Slots never expire: a ring is n keys whatever the traffic, and a start
+-- long past is what lets the next call go at once after a quiet spell.
+-- A reservation (read the number, the slots, write them) holds a lock in
+-- the store, so another worker never sees one half made.
 local Limiter = {}
 Limiter.__index = Limiter
 
--- limits: { per_second = n, per_minute = n }, either may be absent; store:
--- a helpdesk.store (a table of its own by default); prefix names the ring
--- in it (the app and the endpoint).
-function M.limiter(limits, store, prefix, now)
-  local windows = {}
-  store = store or require("helpdesk.store").table(now or require("helpdesk.clock").now)
-  for key, seconds in pairs(WINDOWS) do
-    if limits[key] then windows[#windows + 1] = new_window(store, prefix or "helpdesk:rl", limits[key], seconds) end
-  end
-  if #windows == 0 then return nil end
-  return setmetatable({ windows = windows }, Limiter)
+-- A start time long past: of the calls before the first.
+local NONE = -1e15
+-- A reservation takes microseconds; a lock older than this was left by a
+-- caller that died holding it (a killed worker).
+local LOCK_TTL = 0.1
+local LOCK_PAUSE = 0.001
+
+local function parse(v)
+  if type(v) ~= "string" then return nil end
+  local tag, t = v:match("^(%d+) (%S+)$")
+  return tonumber(tag), tonumber(t)
 end
 
--- Takes the next slot without waiting: returns the time (on clock) the call
--- may start, or nil and the wait that was needed when that would be after
--- deadline (and then the slot is handed on unused).
-function Limiter:reserve(clock, deadline)
-  local now = clock.now()
-  local start, ks, prev = now, {}, {}
-  for i, w in ipairs(self.windows) do
-    ks[i] = w.store:incr(w.seq_key, 1, 0)
-    prev[i] = w:start_of(ks[i] - w.limit, clock)
-    start = max(start, prev[i] + w.seconds + MARGIN)
+-- limits: { per_second = n, per_minute = n }, either may be absent; store:
+-- a helpdesk.store (a table of its own by default); prefix names the
+-- limiter in it (the app and the endpoint).
+function M.limiter(limits, store, prefix, now)
+  local windows, shape = {}, {}
+  for _, key in ipairs({ "per_second", "per_minute" }) do
+    if limits[key] then windows[#windows + 1] = { n = limits[key], w = WINDOWS[key] } end
   end
+  if #windows == 0 then return nil end
+  store = store or require("helpdesk.store").table(now or require("helpdesk.clock").now)
+  prefix = prefix or "helpdesk:rl"
+  for i, win in ipairs(windows) do
+    win.key = format("%s:%d:%d:", prefix, win.w, win.n)
+    shape[i] = win.n .. "/" .. win.w
+  end
+  -- other limits under the same name number their calls apart
+  local seq_key = prefix .. ":seq:" .. concat(shape, ",")
+  return setmetatable({ store = store, windows = windows, seq_key = seq_key, lock_key = seq_key .. ":lock" },
+                      Limiter)
+end
+
+-- The start of call k in the ring of win. A slot still tagged with an older
+-- call is that of a number whose caller died before writing: it never
+-- started, and its slot keeps the time of the call before it in the ring.
+function Limiter:start_of(k, win)
+  if k < 1 then return NONE end
+  local _, t = parse(self.store:get(win.key .. k % win.n))
+  return t or NONE
+end
+
+-- When call k may start, given the time now; and, per window, the start of
+-- the call before it in that ring.
+function Limiter:compute(k, now)
+  local start, prev = now, {}
+  for i, win in ipairs(self.windows) do
+    prev[i] = self:start_of(k - win.n, win)
+    start = max(start, prev[i] + win.w + MARGIN)
+  end
+  return start, prev
+end
+
+function Limiter:write(k, i, t)
+  local win = self.windows[i]
+  self.store:set(win.key .. k % win.n, format("%d %.6f", k, t))
+end
+
+-- Takes the lock of the reservations, waiting out one left by a dead
+-- caller; false if it could not be had (a full store): then the
+-- reservation goes ahead without it.
+function Limiter:lock(clock)
+  local waited = 0
+  while not self.store:add(self.lock_key, 1, LOCK_TTL) do
+    if waited > 2 * LOCK_TTL then return false end
+    clock.sleep(LOCK_PAUSE)
+    waited = waited + LOCK_PAUSE
+  end
+  return true
+end
+
+-- Takes the next slot without waiting for it: returns the time (on clock)
+-- the call may start, or nil and the wait that was needed when that would
+-- be after deadline (then no number is taken: a number taken and not used
+-- would hold back the call after it in its ring).
+function Limiter:reserve(clock, deadline)
+  local store = self.store
+  local locked = self:lock(clock)
+  local now = clock.now()
+  local next_k = (tonumber(store:get(self.seq_key)) or 0) + 1
+  local start = self:compute(next_k, now)
   if start > deadline then
-    -- not sent: the slot keeps the time of the call before it in the ring
-    for i, w in ipairs(self.windows) do w:write(ks[i], prev[i]) end
+    if locked then store:delete(self.lock_key) end
     return nil, start - now
   end
-  for i, w in ipairs(self.windows) do w:write(ks[i], start) end
+  local k = store:incr(self.seq_key, 1, 0)
+  if k and k ~= next_k then
+    -- without the lock another caller came first: its number was looked at
+    local prev
+    start, prev = self:compute(k, now)
+    if start > deadline then
+      for i in ipairs(self.windows) do self:write(k, i, prev[i]) end -- handed on unused
+      if locked then store:delete(self.lock_key) end
+      return nil, start - now
+    end
+  end
+  -- a store that cannot count (a full shared dict) does not hold calls back
+  if k then
+    for i in ipairs(self.windows) do self:write(k, i, start) end
+  end
+  if locked then store:delete(self.lock_key) end
   return start
 end
 
