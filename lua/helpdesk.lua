@@ -15,6 +15,8 @@
 local client = require "helpdesk.client"
 local config = require "helpdesk.config"
 local message = require "helpdesk.message"
+local clock = require "helpdesk.clock"
+local store = require "helpdesk.store"
 
 local error, ipairs = error, ipairs
 
@@ -36,7 +38,7 @@ end
 -- `helpdesk_id` and `helpdesk_token`; and optionally `base_url` (a URL,
 -- `"feishu"` or `"lark"`), `timeout`, `connect_timeout`, `max_body_size`,
 -- `ca_file`, `ca_path`, `insecure`, `proxy`, `user_agent`, `max_retries`,
--- `budget`, `max_rate_limit_wait`, `rate_limit`, `logger`, and inside nginx
+-- `budget`, `max_rate_limit_wait`, `rate_limit`, `store`, `logger`, and inside nginx
 -- `thread_pool`, `shared_dict`, `allow_blocking` (the README's table says
 -- what each does). An unknown option is an error.
 -- @treturn[1] helpdesk.client.Client the client
@@ -44,6 +46,15 @@ end
 -- @treturn[2] helpdesk.errors.Error an `invalid` error naming the option
 function M.new(opts)
   return client.new(opts)
+end
+
+--- A store in this process's memory, for the `store` option: the clients
+-- given the same one share one tenant token and one rate budget (several
+-- helpdesks of one app, say). Inside nginx the `lua_shared_dict` does that
+-- across workers.
+-- @treturn table the store
+function M.memory_store()
+  return store.table(clock.now)
 end
 
 local default_client

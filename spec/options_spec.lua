@@ -47,4 +47,25 @@ describe("options", function()
     local _, err = helpdesk.new(fake.options({ proxy = 3128 }))
     assert.are.equal("proxy", err.field)
   end)
+
+  it("share one token and one rate budget between clients given the same store", function()
+    fake.config({ rate_limits = { ticket_message = { per_second = 4 } } })
+    local shared = helpdesk.memory_store()
+    local limits = { ticket_message = { per_second = 4, per_minute = false } }
+    local a = fake.client({ store = shared, rate_limit = limits })
+    local b = fake.client({ store = shared, rate_limit = limits })
+    local t0 = require("helpdesk.core").monotime()
+    for i = 1, 4 do assert(a:send_ticket_message(fake.TICKET, TEXT), "a " .. i) end
+    -- the budget of this second is spent: b waits for the next one
+    for i = 1, 4 do assert(b:send_ticket_message(fake.TICKET, TEXT), "b " .. i) end
+    assert.is_true(require("helpdesk.core").monotime() - t0 >= 1)
+    local st = fake.state()
+    assert.are.equal(1, st.token_count)
+    assert.are.equal(0, st.rate_limited)
+    assert.are.equal(8, #fake.requests_to(PATH))
+    local _, err = helpdesk.new(fake.options({ store = {} }))
+    assert.are.equal("store", err.field)
+    _, err = helpdesk.new(fake.options({ store = "redis" }))
+    assert.are.equal("store", err.field)
+  end)
 end)

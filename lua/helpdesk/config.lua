@@ -3,7 +3,7 @@ local validate = require "helpdesk.validate"
 local errors = require "helpdesk.errors"
 local ratelimit = require "helpdesk.ratelimit"
 
-local type, pairs, getenv = type, pairs, os.getenv
+local type, pairs, ipairs, pcall, getenv = type, pairs, ipairs, pcall, os.getenv
 
 local M = {}
 
@@ -17,7 +17,7 @@ local OPTIONS = {
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
   max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
   thread_pool = true, shared_dict = true, allow_blocking = true, logger = true,
-  proxy = true, user_agent = true,
+  proxy = true, user_agent = true, store = true,
 }
 
 -- base_url shortcuts, as the official SDKs' domain option has
@@ -129,6 +129,21 @@ function M.check(opts)
     local v, uerr = validate.secret("user_agent", opts.user_agent)
     if not v then return nil, uerr end
     out.user_agent = v
+  end
+
+  -- where the token and the limiter's slots live, shared by the clients
+  -- given the same one (one app's budget across helpdesks, say)
+  if opts.store ~= nil then
+    local st = opts.store
+    for _, m in ipairs({ "get", "set", "add", "delete", "incr" }) do
+      -- a table, or userdata with a metatable (a lua_shared_dict)
+      local found, f = pcall(function() return st[m] end)
+      if not found or type(f) ~= "function" then
+        return nil, errors.invalid("store", "must have the methods get, set, add, delete and incr "
+          .. "(helpdesk.memory_store() or a lua_shared_dict)")
+      end
+    end
+    out.store = st
   end
 
   if opts.logger ~= nil and type(opts.logger) ~= "function" then
