@@ -102,4 +102,40 @@ describe("faults", function()
       end)
     end
   end
+
+  describe("a failed token fetch", function()
+    local TOKEN = "/open-apis/auth/v3/tenant_access_token/internal"
+    local CLI = require("helpdesk.cli")
+    for _, case in ipairs({
+      { "that times out", { delay = 1, status = 200, body = "{}" }, "transport" },
+      { "that drops the connection", { close = true }, "transport" },
+      { "answered with a 5xx", { status = 502, body = "<html>Bad Gateway</html>" }, "http" },
+      { "answered with a Feishu 5xx", { status = 500, body = '{"code":99991672,"msg":"internal"}' }, "api" },
+    }) do
+      local name, fault, kind = case[1], case[2], case[3]
+      it(name .. " says the message was not sent, and is worth trying again", function()
+        fake.fault(with(fault, { path = TOKEN, times = 10 }))
+        local c = fake.client({ timeout = 0.3, max_retries = 1 })
+        for _, send in ipairs({
+          function() return c:send_ticket_message(fake.TICKET, TEXT) end,
+          function() return c:bot_message({ msg_type = "text", content = { text = "x" }, receiver_id = "ou_1" }) end,
+          function()
+            local r = c:send_ticket_messages({ { ticket_id = fake.TICKET, msg_type = "text", content = TEXT.content } })
+            return nil, r[1].err
+          end,
+        }) do
+          local _, err = send()
+          assert.are.equal(kind, err.kind)
+          assert.is_false(err.sent)
+          assert.is_true(err.token)
+          assert.matches("tenant token", tostring(err))
+          assert.is_nil(tostring(err):find("may have been processed", 1, true))
+          assert.are.equal(CLI.TRY_LATER, CLI.exit_code(err, "POST"))
+          assert_no_secret(tostring(err))
+        end
+        assert.are.equal(0, #fake.requests_to(PATH))
+        assert.are.equal(0, #fake.bot_messages())
+      end)
+    end
+  end)
 end)

@@ -259,7 +259,8 @@ end
 function M.exit_code(err, method)
   if getmetatable(err) == Usage or err.kind == "invalid" then return M.USAGE end
   if err.sent then return M.MAYBE_SENT end
-  if err.kind == "rate_limit" or retry.retryable(method, err) then return M.TRY_LATER end
+  -- a token fetch is as safe to repeat as a GET
+  if err.kind == "rate_limit" or retry.retryable(err.token and "GET" or method, err) then return M.TRY_LATER end
   return M.FAILED
 end
 

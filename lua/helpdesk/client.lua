@@ -102,15 +102,24 @@ local function fetch_token(c, attempt)
   }, body, attempt)
   if not obj then
     emit(c, { event = "token_refresh", ok = false, kind = err.kind, code = err.code })
-    return nil, err
+    return nil, M.token_error(err)
   end
   local tok, expire = obj.tenant_access_token, obj.expire
   if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") or type(expire) ~= "number" or expire <= 0 then
-    return nil, errors.new("decode", { status = err.status, log_id = err.log_id,
-                                       msg = "token answer lacks tenant_access_token or expire" })
+    return nil, M.token_error(errors.new("decode", { status = err.status, log_id = err.log_id,
+                                                     msg = "token answer lacks tenant_access_token or expire" }))
   end
   emit(c, { event = "token_refresh", ok = true, expire = expire })
   return tok, expire
+end
+
+-- The error of a call whose tenant token could not be fetched: its message
+-- never went out, whatever became of the token request itself.
+function M.token_error(err)
+  err.token, err.sent = true, false
+  err.msg = "fetching the tenant token failed, so nothing was sent: "
+    .. err.msg:gsub(" %(the request was sent: it may have been processed%)", "")
+  return err
 end
 
 function M.new(opts)
@@ -216,7 +225,8 @@ end
 -- Says in the error that a POST which failed after going out may have been
 -- delivered, so nobody resends it blindly.
 local function mark_maybe_delivered(method, err)
-  if method ~= "POST" or err.kind == "transport" then return end -- transport says so itself
+  -- transport says so itself; a failed token fetch says nothing was sent
+  if method ~= "POST" or err.kind == "transport" or err.token then return end
   if (err.kind == "http" or err.kind == "api") and err.status and err.status >= 500 then
     err.sent = true
     err.msg = err.msg .. " (the request was sent: it may have been processed)"

@@ -71,6 +71,8 @@ end
 -- @field field the option or input field an `invalid` error is about
 -- @field sent `true` when a POST went out and may have been processed: do not
 -- resend it blindly
+-- @field token `true` when the failure was fetching the tenant token: the
+-- call itself was not sent
 -- @field retry_after seconds to wait, when a rate limit said so
 -- @field curl_code libcurl's code, for `transport` errors
 
