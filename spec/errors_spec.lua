@@ -40,7 +40,8 @@ describe("errors", function()
     assert.are.equal("transport", err.kind)
     assert.is_false(err.sent)
     assert.are.equal(7, err.curl_code)
-    assert.matches("^helpdesk transport error: Failed to connect", tostring(err))
+    assert.matches("^helpdesk transport error: fetching the tenant token failed, so nothing was sent: "
+      .. "Failed to connect", tostring(err))
     assert_no_secret(err, c)
   end)
 

@@ -86,8 +86,8 @@ describe("tenant token", function()
     local _, err = client:send_ticket_message(fake.TICKET, TEXT)
     assert.are.equal("api", err.kind)
     assert.are.equal(10014, err.code)
-    assert.are.equal("helpdesk api error 10014 (HTTP 400): app secret invalid [log_id " .. err.log_id .. "]",
-                     tostring(err))
+    assert.are.equal("helpdesk api error 10014 (HTTP 400): fetching the tenant token failed, so nothing was sent: "
+                     .. "app secret invalid [log_id " .. err.log_id .. "]", tostring(err))
     assert.is_nil(tostring(err):find("wrong-secret-value", 1, true))
     assert.are.equal(0, #fake.requests_to(PATH))
   end)
