@@ -20,7 +20,11 @@ local function reset()
       token_ttl = 7200,
       record = true,
     },
-    tokens = {},        -- token -> expiry (ngx.now() seconds)
+    clock_offset = 0,   -- seconds now() runs ahead of the wall clock (/_fake/clock)
+    tokens = {},        -- token -> expiry (now() seconds)
+    revoked = {},       -- token -> true once /_fake/revoke_tokens (or expire_tokens) ran
+    expired_token_uses = 0, -- helpdesk requests with an issued token past its expiry
+    revoked_token_uses = 0, -- helpdesk requests with a revoked token
     admitted = {},      -- endpoint -> times of the requests let through
     rate_limited = 0,   -- 429s answered
     token_count = 0,
@@ -32,6 +36,20 @@ local function reset()
   }
 end
 reset()
+
+-- The fake's one clock: the wall clock plus the offset /_fake/clock advances,
+-- so that a simulation on a fast-forward clock sees tokens expire and
+-- rate-limit windows pass in its time. ngx.update_time: ngx.now() alone is
+-- the time the event loop last woke, too coarse for a window.
+local function now()
+  ngx.update_time()
+  return ngx.now() + state.clock_offset
+end
+
+-- A finite number (not NaN, not ±inf).
+local function finite(v)
+  return type(v) == "number" and v == v and v > -math.huge and v < math.huge
+end
 
 local function next_seq()
   state.seq = state.seq + 1
@@ -91,7 +109,7 @@ local function record(body)
     args = ngx.req.get_uri_args(),
     headers = headers,
     body = body,
-    time = ngx.now(),
+    time = now(),
     connection = tonumber(ngx.var.connection),
   }
 end
@@ -100,16 +118,34 @@ end
 -- { path =, method =, skip = n requests first, times =, status =, body =,
 --   headers =, delay = seconds, close = true (no answer at all),
 --   partial = true (headers and half the body, then the connection closes),
---   body_delay = seconds (headers and half the body, a pause, the rest) }
+--   body_delay = seconds (headers and half the body, a pause, the rest),
+--   from = a now() time: inactive before it (neither answers nor skips),
+--   until = a now() time: active only while now() < until, dropped after;
+--   with until and no times, unlimited while active }
+-- Drops the faults whose until has passed.
+local function drop_past_faults(t)
+  local i = 1
+  while i <= #state.faults do
+    local u = state.faults[i]["until"]
+    if u and t >= u then table.remove(state.faults, i) else i = i + 1 end
+  end
+end
+
 local function take_fault(method, path)
+  if #state.faults == 0 then return nil end
+  local t = now()
+  drop_past_faults(t)
   for i, f in ipairs(state.faults) do
-    if (not f.method or f.method == method) and (not f.path or path:find(f.path, 1, true)) then
+    if (not f.from or t >= f.from) and
+        (not f.method or f.method == method) and (not f.path or path:find(f.path, 1, true)) then
       if (f.skip or 0) > 0 then
         f.skip = f.skip - 1
         return nil
       end
-      f.times = (f.times or 1) - 1
-      if f.times <= 0 then table.remove(state.faults, i) end
+      if f.times ~= nil or f["until"] == nil then
+        f.times = (f.times or 1) - 1
+        if f.times <= 0 then table.remove(state.faults, i) end
+      end
       return f
     end
   end
@@ -153,17 +189,16 @@ local function rate_limit(method, path)
   local name = endpoint_of(method, path)
   local lim = limits and name and limits[name]
   if not lim then return end
-  ngx.update_time() -- ngx.now() is the time the event loop last woke: too coarse for a window
-  local now = ngx.now()
+  local t = now()
   local times = state.admitted[name] or {}
   state.admitted[name] = times
-  while times[1] and times[1] <= now - 60 do table.remove(times, 1) end
+  while times[1] and times[1] <= t - 60 do table.remove(times, 1) end
   for window, key in pairs({ [1] = "per_second", [60] = "per_minute" }) do
     local max = lim[key]
     if max then
       local inside, oldest = 0, nil
       for i = #times, 1, -1 do
-        if times[i] > now - window then
+        if times[i] > t - window then
           inside, oldest = inside + 1, times[i]
         else
           break
@@ -175,18 +210,29 @@ local function rate_limit(method, path)
         ngx.header["Content-Type"] = "application/json; charset=utf-8"
         ngx.header["X-Tt-Logid"] = log_id()
         ngx.header["x-ogw-ratelimit-limit"] = tostring(max)
-        ngx.header["x-ogw-ratelimit-reset"] = tostring(math.max(1, math.ceil(oldest + window - now)))
+        ngx.header["x-ogw-ratelimit-reset"] = tostring(math.max(1, math.ceil(oldest + window - t)))
         ngx.print(cjson.encode({ code = 99991400, msg = "request trigger frequency limit" }))
         return ngx.exit(ngx.HTTP_OK)
       end
     end
   end
-  times[#times + 1] = now
+  times[#times + 1] = t
 end
 
+-- Whether a token is good, counting the uses of issued tokens that are not:
+-- a revoked token counts as revoked whether or not it has expired too.
 local function is_token_valid(token)
   local exp = state.tokens[token]
-  return exp and exp > ngx.now()
+  if not exp then return false end
+  if state.revoked[token] then
+    state.revoked_token_uses = state.revoked_token_uses + 1
+    return false
+  end
+  if exp <= now() then
+    state.expired_token_uses = state.expired_token_uses + 1
+    return false
+  end
+  return true
 end
 
 local function b64_credential()
@@ -222,7 +268,7 @@ end
 local function ticket(id)
   local t = state.tickets[id]
   if not t then
-    t = { closed = false, messages = {} }
+    t = { closed = false, messages = {}, delivered = {}, delivered_total = 0 }
     state.tickets[id] = t
   end
   return t
@@ -234,7 +280,7 @@ local function new_message(msg_type, content_text, created_at)
     id = string.format("69%017d", n),
     message_id = string.format("om_%032x", n),
     message_type = msg_type,
-    created_at = created_at or math.floor(ngx.now() * 1000),
+    created_at = created_at or math.floor(now() * 1000),
     content = cjson.encode({ content = content_text, msg_type = msg_type }),
     user_name = "Helpdesk Agent",
     avatar_url = "https://example.invalid/avatar.png",
@@ -280,7 +326,7 @@ local function token_endpoint(body)
   state.token_count = state.token_count + 1
   local token = string.format("t-fake%08d%s", state.token_count, ngx.md5(tostring(ngx.now()) .. next_seq()):sub(1, 16))
   local ttl = state.config.token_ttl
-  state.tokens[token] = ngx.now() + ttl
+  state.tokens[token] = now() + ttl
   return send(200, { code = 0, msg = "ok", tenant_access_token = token, expire = ttl })
 end
 
@@ -299,6 +345,10 @@ local function send_ticket_message(ticket_id, body, headers)
   end
   local m = new_message(req.msg_type, req.msg_type == "text" and c.text or req.content)
   t.messages[#t.messages + 1] = m
+  if req.msg_type == "text" then -- for /_fake/delivered, kept with record = false too
+    t.delivered[c.text] = (t.delivered[c.text] or 0) + 1
+    t.delivered_total = t.delivered_total + 1
+  end
   return ok({ message_id = m.message_id })
 end
 
@@ -363,6 +413,19 @@ local function list_messages(ticket_id)
   return ok({ messages = out, total = #matched })
 end
 
+local function control_error(why)
+  return send(400, { ok = false, error = why })
+end
+
+local function revoke_tokens()
+  local n = 0
+  for k in pairs(state.tokens) do
+    if not state.revoked[k] then n = n + 1 end
+    state.revoked[k] = true
+  end
+  return send(200, { ok = true, revoked = n })
+end
+
 -- Control endpoints for the specs; never part of Feishu.
 local function control(path, body)
   local req = json_object(body) or {}
@@ -379,10 +442,14 @@ local function control(path, body)
   elseif path == "/_fake/state" then
     local counts = {}
     for id, t in pairs(state.tickets) do counts[id] = #t.messages end
+    drop_past_faults(now())
     return send(200, { token_count = state.token_count, ticket_messages = counts,
                        rate_limited = state.rate_limited,
                        bot_messages = #state.bot_messages, request_count = #state.requests,
-                       faults = #state.faults })
+                       faults = #state.faults,
+                       expired_token_uses = state.expired_token_uses,
+                       revoked_token_uses = state.revoked_token_uses,
+                       clock_offset = state.clock_offset })
   elseif path == "/_fake/bot_messages" then
     if #state.bot_messages == 0 then return send(200, nil, "[]") end
     return send(200, state.bot_messages)
@@ -395,12 +462,37 @@ local function control(path, body)
                                                 math.floor((start + (i - 1) * step) * 1000))
     end
     return send(200, { ok = true, messages = #t.messages })
-  elseif path == "/_fake/expire_tokens" then
-    for k in pairs(state.tokens) do state.tokens[k] = 0 end
-    return send(200, { ok = true })
+  elseif path == "/_fake/expire_tokens" or path == "/_fake/revoke_tokens" then
+    -- expire_tokens is the older name: its uses count as revoked too, so that
+    -- expired_token_uses counts only tokens used past their natural ttl
+    return revoke_tokens()
+  elseif path == "/_fake/clock" then
+    local advance = req.advance
+    if advance ~= nil then
+      if not finite(advance) or advance < 0 then
+        return control_error("advance must be a finite number of seconds >= 0")
+      end
+      state.clock_offset = state.clock_offset + advance
+    end
+    return send(200, { ok = true, offset = state.clock_offset, now = now() })
+  elseif path == "/_fake/delivered" then
+    if type(req.ticket_id) ~= "string" then return control_error("ticket_id must be a string") end
+    local t = state.tickets[req.ticket_id]
+    if not t or t.delivered_total == 0 then
+      -- an empty table would encode as {} with lua-cjson's defaults, but
+      -- not if encode_empty_table_as_object were off: say it outright
+      return send(200, nil, '{"counts":{},"total":0}')
+    end
+    return send(200, { counts = t.delivered, total = t.delivered_total })
   elseif path == "/_fake/fault" then
+    for _, k in ipairs({ "from", "until" }) do
+      if req[k] ~= nil and not finite(req[k]) then
+        return control_error(k .. " must be a finite number (a time on the fake's clock)")
+      end
+    end
+    if req.times ~= nil and not finite(req.times) then return control_error("times must be a number") end
     state.faults[#state.faults + 1] = req
-    return send(200, { ok = true })
+    return send(200, { ok = true, now = now() })
   end
   return send(404, { ok = false, error = "no such control endpoint" })
 end

@@ -40,6 +40,18 @@ function M.ticket(t) return M.control("ticket", t) end
 function M.fault(t) return M.control("fault", t) end
 function M.bot_messages() return M.control("bot_messages") end
 
+-- The fake's clock: advance it by seconds (>= 0; nil only reads it). Returns
+-- { ok = true, offset = seconds ahead of the wall clock, now = the fake's time }.
+function M.clock(advance) return M.control("clock", { advance = advance }) end
+
+-- Every token issued so far is refused from now on (99991663), its uses
+-- counted in state().revoked_token_uses.
+function M.revoke_tokens() return M.control("revoke_tokens", {}) end
+
+-- { counts = { [text] = times delivered }, total = n }: the text messages the
+-- fake took into the ticket through the API (record = false too).
+function M.delivered(ticket_id) return M.control("delivered", { ticket_id = ticket_id }) end
+
 -- Requests the fake received on paths that start with prefix.
 function M.requests_to(prefix)
   local out = {}
