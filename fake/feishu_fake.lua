@@ -30,6 +30,7 @@ local function reset()
     token_count = 0,
     tickets = {},       -- ticket_id -> { closed =, messages = {} }
     bot_messages = {},
+    texts = { received = {}, delivered = {} }, -- text -> requests that carried it / deliveries
     requests = {},
     faults = {},
     seq = 0,
@@ -258,6 +259,12 @@ local function check_auth(headers)
   end
 end
 
+-- /_fake/texts: per text of a text message, the requests that carried it
+-- (whatever became of them: a fault, a 429) and its deliveries.
+local function count_text(what, text)
+  if type(text) == "string" then state.texts[what][text] = (state.texts[what][text] or 0) + 1 end
+end
+
 local function json_object(text)
   if type(text) ~= "string" or not text:match("^%s*{") then return nil end
   local v = cjson.decode(text)
@@ -346,6 +353,7 @@ local function send_ticket_message(ticket_id, body, headers)
   local m = new_message(req.msg_type, req.msg_type == "text" and c.text or req.content)
   t.messages[#t.messages + 1] = m
   if req.msg_type == "text" then -- for /_fake/delivered, kept with record = false too
+    count_text("delivered", c.text)
     t.delivered[c.text] = (t.delivered[c.text] or 0) + 1
     t.delivered_total = t.delivered_total + 1
   end
@@ -377,6 +385,7 @@ local function bot_message(body, headers)
               receiver_id = req.receiver_id, receive_type = req.receive_type or "chat",
               user_id_type = args.user_id_type or "open_id" }
   state.bot_messages[#state.bot_messages + 1] = m
+  if req.msg_type == "text" then count_text("delivered", c.text) end
   return ok({ message_id = m.message_id })
 end
 
@@ -475,6 +484,8 @@ local function control(path, body)
       state.clock_offset = state.clock_offset + advance
     end
     return send(200, { ok = true, offset = state.clock_offset, now = now() })
+  elseif path == "/_fake/texts" then
+    return send(200, state.texts)
   elseif path == "/_fake/delivered" then
     if type(req.ticket_id) ~= "string" then return control_error("ticket_id must be a string") end
     local t = state.tickets[req.ticket_id]
@@ -504,6 +515,11 @@ function M.handle()
   if path:sub(1, 7) == "/_fake/" then return control(path, body) end
 
   record(body)
+  if method == "POST" and endpoint_of(method, path) then
+    local req = json_object(body)
+    local c = req and req.msg_type == "text" and json_object(req.content)
+    if c then count_text("received", c.text) end
+  end
   local fault = take_fault(method, path)
   -- counted as it arrives, as Feishu does, before any latency
   if not fault then rate_limit(method, path) end

@@ -51,6 +51,7 @@ function M.revoke_tokens() return M.control("revoke_tokens", {}) end
 -- { counts = { [text] = times delivered }, total = n }: the text messages the
 -- fake took into the ticket through the API (record = false too).
 function M.delivered(ticket_id) return M.control("delivered", { ticket_id = ticket_id }) end
+function M.texts() return M.control("texts") end
 
 -- Requests the fake received on paths that start with prefix.
 function M.requests_to(prefix)
