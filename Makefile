@@ -35,7 +35,7 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_SECONDS ?= 60
 FUZZER = $(BUILD)/fuzz/fuzz_wire
 
-.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak bench examples rock doc check demo clean
+.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak life bench examples rock doc check demo clean
 
 all: build
 
@@ -86,8 +86,13 @@ bench: deps build $(BUILD)/bench/raw_send
 soak: deps build
 	fake/fakefeishu run $(LUA) tools/soak.lua
 
+# A simulated week of a helpdesk bot (tools/life.lua) on a clock that jumps
+# where anyone sleeps, judged call by call by a reference model.
+life: deps build
+	fake/fakefeishu run $(LUA) tools/life.lua
+
 lint:
-	luacheck lua spec examples fake bench tools/soak.lua bin/helpdesk
+	luacheck lua spec examples fake bench tools/soak.lua tools/life.lua tools/life_model.lua bin/helpdesk
 
 test: build-all
 	fake/fakefeishu run $(LUA) /usr/bin/busted
