@@ -1,6 +1,7 @@
 /* libFuzzer harness for the byte-level parsers and encoders of the core
- * (src/wire.c): response-head field parsing, base64, the capped buffer and
- * the header checks. Each result is checked against a plain reference. */
+ * (src/wire.c): response-head field parsing, base64, the capped buffer,
+ * the header checks and the UTF-8 check. Each result is checked against a
+ * plain reference. */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -96,10 +97,39 @@ static void check_header_checks(const uint8_t *data, size_t size) {
   assert(hd_is_token(s, size) == token);
 }
 
+/* The reference: decode each sequence by its length, then refuse overlong
+ * forms, surrogates and code points above U+10FFFF. */
+static size_t ref_utf8_valid_len(const uint8_t *s, size_t n) {
+  size_t i = 0, len, k;
+  while (i < n) {
+    unsigned long cp;
+    uint8_t c = s[i];
+    if (c < 0x80) { i++; continue; }
+    if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; }
+    else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; }
+    else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; }
+    else return i;
+    if (n - i < len) return i;
+    for (k = 1; k < len; k++) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+      cp = cp << 6 | (s[i + k] & 0x3F);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000)) return i;
+    if ((cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return i;
+    i += len;
+  }
+  return n;
+}
+
+static void check_utf8(const uint8_t *data, size_t size) {
+  assert(hd_utf8_valid_len(data, size) == ref_utf8_valid_len(data, size));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_fields((const char *)data, size);
   check_base64(data, size);
   check_buf(data, size);
   check_header_checks(data, size);
+  check_utf8(data, size);
   return 0;
 }

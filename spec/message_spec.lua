@@ -81,6 +81,62 @@ describe("message builders", function()
       assert.are.equal(case[1], err.field, "case " .. i)
     end
   end)
+
+  it("refuse a post with a hole in its lines or in a line, the same on every Lua", function()
+    local msg, err = helpdesk.post { "line 1", nil, "line 3" }
+    assert.is_nil(msg)
+    assert.are.equal("invalid", err.kind)
+    assert.are.equal("post[2]", err.field)
+    assert.matches("post[2] is missing (a nil in the list)", err.msg, 1, true)
+    msg, err = helpdesk.post { title = "t", "line 1", nil, nil, "line 4", "line 5" }
+    assert.is_nil(msg)
+    assert.are.equal("post[2]", err.field)
+    msg, err = helpdesk.post { { "a", nil, helpdesk.link("c", "https://www.feishu.cn") } }
+    assert.is_nil(msg)
+    assert.are.equal("post[1][2]", err.field)
+    msg, err = helpdesk.post { [2] = "only line 2" }
+    assert.is_nil(msg)
+    assert.are.equal("post[1]", err.field)
+    -- a nil at the end is no line at all: Lua cannot tell it from no value
+    msg = assert(helpdesk.post { "line 1", nil })
+    assert.are.equal(1, #msg.content.post.zh_cn.content)
+    assert.are.equal(0, #fake.requests())
+  end)
+
+  it("refuse strings that are not UTF-8, naming the field", function()
+    local cases = {
+      { "text", helpdesk.text("caf\233") }, { "image_key", helpdesk.image("k\255") },
+      { "title", helpdesk.post({ title = "\192\175", "x" }) },
+      { "post[1][1]", helpdesk.post({ "ok\237\160\128" }) },
+      { "post[1][2]", helpdesk.post({ { "ok", helpdesk.link("\255", "https://www.feishu.cn") } }) },
+      { "post[1][1]", helpdesk.post({ { helpdesk.link("x", "https://www.feishu.cn/\255") } }) },
+      { "post[1][1]", helpdesk.post({ { helpdesk.at("ou_\255") } }) },
+      { "post[1][1]", helpdesk.post({ { helpdesk.at("ou_1", "Ann\255") } }) },
+      { "post[1][1]", helpdesk.post({ { helpdesk.img("img_\255") } }) },
+      { "card", helpdesk.card({ elements = { { tag = "div", text = { content = "\255" } } } }) },
+    }
+    for i, case in ipairs(cases) do
+      local msg, err = case[2], case[3]
+      assert.is_nil(msg, "case " .. i)
+      assert.are.equal("invalid", err.kind, "case " .. i)
+      assert.are.equal(case[1], err.field, "case " .. i)
+      assert.matches("not valid UTF-8", err.msg, 1, true)
+    end
+    assert(helpdesk.text("\228\189\160\229\165\189"))
+  end)
+
+  it("refuse post tables and lines with a metatable, which ipairs follows on some Luas only", function()
+    local lines = setmetatable({}, { __index = function(_, i) if i == 1 then return "x" end end })
+    local msg, err = helpdesk.post(lines)
+    assert.is_nil(msg)
+    assert.are.equal("post", err.field)
+    msg, err = helpdesk.post { setmetatable({ "a" }, { __index = { "b", "c" } }) }
+    assert.is_nil(msg)
+    assert.are.equal("post[1]", err.field)
+    msg, err = helpdesk.card(setmetatable({}, { __index = { elements = {} } }))
+    assert.is_nil(msg)
+    assert.are.equal("card", err.field)
+  end)
 end)
 
 describe("message readers", function()

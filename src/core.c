@@ -583,6 +583,18 @@ static int core_base64(lua_State *L) {
   return 1;
 }
 
+/* core.utf8_valid(s) -> true, or false and the 1-based position of the
+ * first byte that does not begin a well-formed UTF-8 character */
+static int core_utf8_valid(lua_State *L) {
+  size_t n, ok;
+  const char *s = luaL_checklstring(L, 1, &n);
+  ok = hd_utf8_valid_len((const unsigned char *)s, n);
+  lua_pushboolean(L, ok == n);
+  if (ok == n) return 1;
+  lua_pushinteger(L, (lua_Integer)ok + 1);
+  return 2;
+}
+
 /* core.monotime() -> seconds of a monotonic clock, as a number */
 static int core_monotime(lua_State *L) {
   struct timespec ts;
@@ -682,6 +694,7 @@ static const luaL_Reg core_functions[] = {
     {"base64", core_base64},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
+    {"utf8_valid", core_utf8_valid},
     {"sleep", core_sleep},
     {NULL, NULL},
 };

@@ -100,3 +100,34 @@ int hd_is_token(const char *s, size_t n) {
   }
   return 1;
 }
+
+size_t hd_utf8_valid_len(const unsigned char *s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    unsigned char c = s[i];
+    unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+    size_t len, k;
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;      /* overlong below U+0800 */
+      else if (c == 0xED) hi = 0x9F; /* surrogates U+D800..DFFF */
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;      /* overlong below U+10000 */
+      else if (c == 0xF4) hi = 0x8F; /* above U+10FFFF */
+    } else {
+      return i; /* a continuation byte, C0, C1 or F5..FF */
+    }
+    if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (k = 2; k < len; k++)
+      if (s[i + k] < 0x80 || s[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return n;
+}

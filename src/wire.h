@@ -37,4 +37,9 @@ int hd_has_crlf_nul(const char *s, size_t n);
 /* 1 if s[0..n) is a valid header field name (RFC 9110 token), else 0. */
 int hd_is_token(const char *s, size_t n);
 
+/* Length of the longest prefix of s[0..n) that is well-formed UTF-8 (RFC
+ * 3629, Unicode table 3-7: no overlong forms, no surrogates, nothing above
+ * U+10FFFF; NUL is a character like any other): n when all of it is. */
+size_t hd_utf8_valid_len(const unsigned char *s, size_t n);
+
 #endif

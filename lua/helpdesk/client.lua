@@ -369,11 +369,12 @@ end
 -- @treturn[2] helpdesk.errors.Error
 function Client:send_ticket_messages(items, opts)
   if type(items) ~= "table" then return nil, errors.invalid("items", "must be a list of messages") end
-  local n = #items
-  for k in pairs(items) do
-    if type(k) ~= "number" or k < 1 or k > n or k % 1 ~= 0 then
-      return nil, errors.invalid("items", "must be a list (keys 1..n)")
-    end
+  local n, missing = validate.list_length(items)
+  if missing then
+    return nil, errors.invalid("items", "has no item at [" .. missing .. "] (a nil in the list): "
+      .. "a list needs keys 1..n without holes")
+  elseif not n then
+    return nil, errors.invalid("items", "must be a list (keys 1..n)")
   end
   local call_opts, concurrency = batch_opts(opts)
   if not call_opts then return nil, concurrency end

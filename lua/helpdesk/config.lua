@@ -62,6 +62,13 @@ function M.check(opts)
     ok, err = check_secret(out, opts, k)
     if not ok then return nil, err end
   end
+  -- these two go into the token request's JSON body
+  for _, k in ipairs({ "app_id", "app_secret" }) do
+    if out[k] then
+      ok, err = validate.utf8(k, out[k])
+      if not ok then return nil, err end
+    end
+  end
   if out.tenant_access_token then
     if out.app_id or out.app_secret then
       return nil, errors.invalid("tenant_access_token", "cannot be given together with app_id and app_secret")

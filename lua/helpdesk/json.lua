@@ -10,6 +10,8 @@ cjson.decode_max_depth(200)
 cjson.encode_max_depth(200)
 
 local null = cjson.null
+-- JSON null (lua-cjson's sentinel), for content that means null.
+M.null = null
 
 -- lua-cjson 2.1 decodes every number as a float: integral values below 2^53
 -- in magnitude (created_at, total, codes) become integers again; JSON nulls

@@ -7,18 +7,20 @@
 -- @{helpdesk.client.Client:send_ticket_message} or
 -- @{helpdesk.client.Client:bot_message}, or `nil` and an `invalid` error.
 -- @module helpdesk.message
+local core = require "helpdesk.core"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
+local validate = require "helpdesk.validate"
 
-local type, ipairs, pairs, tostring = type, ipairs, pairs, tostring
+local type, tostring = type, tostring
 local setmetatable, getmetatable = setmetatable, getmetatable
-local invalid = errors.invalid
+local invalid, utf8, utf8_valid = errors.invalid, validate.utf8, core.utf8_valid
 
 local M = {}
 
 local function text_value(field, s)
   if type(s) ~= "string" or s == "" then return nil, invalid(field, "must be a non-empty string") end
-  return s
+  return utf8(field, s)
 end
 
 --- A text message.
@@ -62,66 +64,117 @@ function M.img(image_key)
   return setmetatable({ tag = "img", image_key = image_key }, ELEMENT)
 end
 
+-- The strings of an element e, field naming it, list giving for each its
+-- key, how the message names it and whether it is optional (absent or any
+-- string): present ones are strings in UTF-8, required ones not empty.
+local function element_strings(field, e, list)
+  for i = 1, #list, 3 do
+    local key, what, optional = list[i], list[i + 1], list[i + 2]
+    local v = e[key]
+    if not (optional and v == nil) then
+      if type(v) ~= "string" or (v == "" and not optional) then
+        return nil, invalid(field, what .. (optional and " must be a string" or " must be a non-empty string"))
+      end
+      local ok, at = utf8_valid(v)
+      if not ok then return nil, invalid(field, what .. " is not valid UTF-8 (byte " .. at .. ")") end
+    end
+  end
+  return true
+end
+
+local LINK = { "text", "link text", false, "href", "link href", false }
+local AT = { "user_id", "@ user_id", false, "user_name", "@ user_name", true }
+local IMG = { "image_key", "img image_key", false }
+
 local function element(field, e)
   if type(e) == "string" then
     if e == "" then return nil, invalid(field, "must not be an empty string") end
+    local ok, err = utf8(field, e)
+    if not ok then return nil, err end
     return { tag = "text", text = e }
   end
   if getmetatable(e) ~= ELEMENT then
     return nil, invalid(field, "must be a string or made by helpdesk.link, helpdesk.at or helpdesk.img")
   end
+  local ok, err
   if e.tag == "a" then
-    if type(e.text) ~= "string" or e.text == "" then
-      return nil, invalid(field, "link text must be a non-empty string")
-    end
-    if type(e.href) ~= "string" or not e.href:match("^[hH][tT][tT][pP][sS]?://[^%s]+$") then
+    ok, err = element_strings(field, e, LINK)
+    if not ok then return nil, err end
+    if not e.href:match("^[hH][tT][tT][pP][sS]?://[^%s]+$") then
       return nil, invalid(field, "link href must be an http or https URL")
     end
     return { tag = "a", text = e.text, href = e.href }
   elseif e.tag == "at" then
-    if type(e.user_id) ~= "string" or e.user_id == "" or e.user_id:find("[%s%c]") then
-      return nil, invalid(field, "@ needs a user id (or \"all\")")
-    end
-    if e.user_name ~= nil and type(e.user_name) ~= "string" then
-      return nil, invalid(field, "@ user_name must be a string")
-    end
+    ok, err = element_strings(field, e, AT)
+    if not ok then return nil, err end
+    if e.user_id:find("[%s%c]") then return nil, invalid(field, "@ needs a user id (or \"all\")") end
     return { tag = "at", user_id = e.user_id, user_name = e.user_name }
   end
-  if type(e.image_key) ~= "string" or e.image_key == "" then
-    return nil, invalid(field, "img needs an image_key")
-  end
+  ok, err = element_strings(field, e, IMG)
+  if not ok then return nil, err end
   return { tag = "img", image_key = e.image_key }
 end
 
 local LANGS = { zh_cn = true, en_us = true, ja_jp = true }
 
+-- The length of a list t (the lines of a post, the elements of a line),
+-- field naming it: no metatable (ipairs follows one on some Luas only), keys
+-- exactly 1..n besides the named ones in skip (see validate.list_length).
+-- Returns n, or nil and an invalid error naming the hole or the odd key.
+local function entries(field, t, skip)
+  if getmetatable(t) ~= nil then
+    return nil, invalid(field, "must be a plain table (no metatable: ipairs would follow it on some Luas only)")
+  end
+  local n, missing, key = validate.list_length(t, skip)
+  if n then return n end
+  if missing then
+    return nil, invalid(field .. "[" .. missing .. "]", "is missing (a nil in the list): "
+      .. "a list needs keys 1..n without holes")
+  end
+  return nil, invalid(field, "has an unknown field " .. tostring(key))
+end
+
+local POST_FIELDS = { title = true, lang = true }
+
 --- A rich-text message: each array entry is a line, each line a string or a
--- list of elements (strings, @{link}, @{at}, @{img}).
+-- list of elements (strings, @{link}, @{at}, @{img}). Lines and elements
+-- are lists without holes: `{ "a", nil, "c" }` is an `invalid` error on the
+-- missing one (`post[2]`), the same on every Lua.
 -- @tab t `{ title = "…", lang = "zh_cn" | "en_us" | "ja_jp", line, … }`
 -- @treturn table `{ msg_type = "post", content = { post = { [lang] = { title =, content = } } } }`
 -- @usage helpdesk.post{ title = "Ticket update", "Status: resolved",
 --   { "See ", helpdesk.link("the report", "https://example.com/r/1"), " ", helpdesk.at("ou_1") } }
 function M.post(t)
   if type(t) ~= "table" then return nil, invalid("post", "must be a table of lines") end
-  for k in pairs(t) do
-    if k ~= "title" and k ~= "lang" and (type(k) ~= "number" or k < 1 or k > #t or k % 1 ~= 0) then
-      return nil, invalid("post", "has an unknown field " .. tostring(k))
-    end
-  end
+  local n, err = entries("post", t, POST_FIELDS)
+  if not n then return nil, err end
   local lang = t.lang or "zh_cn"
   if not LANGS[lang] then return nil, invalid("lang", "must be zh_cn, en_us or ja_jp") end
-  if t.title ~= nil and type(t.title) ~= "string" then return nil, invalid("title", "must be a string") end
-  if #t == 0 then return nil, invalid("post", "needs at least one line") end
+  if t.title ~= nil then
+    if type(t.title) ~= "string" then return nil, invalid("title", "must be a string") end
+    local ok, terr = utf8("title", t.title)
+    if not ok then return nil, terr end
+  end
+  if n == 0 then return nil, invalid("post", "needs at least one line") end
   local lines = {}
-  for i, line in ipairs(t) do
+  for i = 1, n do
+    local field, line = "post[" .. i .. "]", t[i]
     if type(line) == "string" then line = { line } end
-    if type(line) ~= "table" or #line == 0 then
-      return nil, invalid("post[" .. i .. "]", "must be a string or a non-empty list of elements")
+    if getmetatable(line) == ELEMENT then
+      return nil, invalid(field, "must be a string or a list of elements: wrap a single element in { }")
+    end
+    local count
+    if type(line) == "table" then
+      count, err = entries(field, line)
+      if not count then return nil, err end
+    end
+    if not count or count == 0 then
+      return nil, invalid(field, "must be a string or a non-empty list of elements")
     end
     local out = {}
-    for j, e in ipairs(line) do
-      local el, err = element("post[" .. i .. "][" .. j .. "]", e)
-      if not el then return nil, err end
+    for j = 1, count do
+      local el, eerr = element(field .. "[" .. j .. "]", line[j])
+      if not el then return nil, eerr end
       out[j] = el
     end
     lines[i] = out
@@ -135,6 +188,8 @@ end
 -- @treturn table `{ msg_type = "interactive", content = card }`
 function M.card(card)
   if type(card) ~= "table" then return nil, invalid("card", "must be a card table (card JSON 1.0)") end
+  local ok, err = validate.content_table(card, "card")
+  if not ok then return nil, err end
   if card.schema ~= nil then
     return nil, invalid("card", "card JSON 2.0 (schema " .. tostring(card.schema) .. ") is not supported here")
   end

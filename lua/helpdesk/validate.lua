@@ -1,9 +1,12 @@
 -- Input checks, run before anything is sent. Each returns the cleaned value,
 -- or nil and an "invalid" error that names the field.
+local core = require "helpdesk.core"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 
-local type, pairs, tostring, floor = type, pairs, tostring, math.floor
+local type, pairs, next, tostring, floor = type, pairs, next, tostring, math.floor
+local getmetatable, huge = getmetatable, math.huge
+local utf8_valid = core.utf8_valid
 local tointeger = math.tointeger or function(x) return x end
 local invalid = errors.invalid
 
@@ -38,35 +41,130 @@ M.bot_msg_type = one_of("msg_type", { "text", "post", "image", "interactive" })
 M.receive_type = one_of("receive_type", { "chat", "user" })
 M.user_id_type = one_of("user_id_type", { "open_id", "union_id", "user_id" })
 
--- lua-cjson 2.1 writes numbers with 14 significant digits: a larger integer
--- would reach Feishu altered. Returns the path of the first such number.
-local function inexact_number(t, path, depth)
-  if depth > 200 then return nil end -- cjson reports the nesting itself
-  for k, x in pairs(t) do
-    local here = path .. (type(k) == "number" and "[" .. tostring(k) .. "]" or "." .. tostring(k))
-    if type(x) == "number" and x == floor(x) and (x >= 1e14 or x <= -1e14) then
-      return here
-    elseif type(x) == "table" then
-      local found = inexact_number(x, here, depth + 1)
-      if found then return found end
-    end
+-- Content: what lua-cjson will write exactly as meant, checked in one walk
+-- that visits each table once (so a table used in several places costs no
+-- more, and one that holds itself is found):
+-- - a table has no metatable (lua-cjson reads tables raw: an __index table
+--   would go out as {}), and is an object (string keys only) or a list
+--   (keys exactly 1..n, n the number of its entries, counted with next:
+--   never #, which differs between Luas when there are holes);
+-- - strings, keys included, are well-formed UTF-8 (core.utf8_valid);
+-- - numbers are finite, and an integral one is below 1e14 in magnitude:
+--   lua-cjson 2.1 writes 14 significant digits, so a larger integer would
+--   reach Feishu altered;
+-- - other values are booleans and json.null;
+-- - at most MAX_DEPTH tables deep (lua-cjson's own limit), and at most
+--   MAX_JSON bytes of JSON once every shared table is written out in full
+--   (a chain of tables each holding the next twice doubles at each step).
+local MAX_DEPTH = 200
+local MAX_JSON = 1024 * 1024
+M.MAX_CONTENT_BYTES = MAX_JSON
+
+local null = json.null
+
+-- How a key is written in the path of an error: .name, ["…"] or [n], the
+-- bytes of an odd key escaped so the message stays one printable line.
+local function step(k)
+  if type(k) == "number" then return "[" .. tostring(k) .. "]" end
+  if k:match("^[%a_][%w_]*$") then return "." .. k end
+  return '["' .. k:gsub('[%c"\\\128-\255]', function(ch) return "\\" .. ch:byte() end) .. '"]'
+end
+
+-- The first of 1..n that t lacks, n being its number of entries.
+local function first_missing(t, n)
+  for i = 1, n + 1 do
+    if t[i] == nil then return i end
   end
 end
 
+-- Checks the table t, depth deep, against the rules above. seen[t] is true
+-- while t is being walked and its JSON size once done. Returns that size (a
+-- lower bound of it), or nil, the path below t (from "" for t itself) and
+-- what is wrong there.
+local function walk(t, depth, seen)
+  if getmetatable(t) ~= nil then
+    return nil, "", " has a metatable: content tables must be plain (lua-cjson does not follow metatables)"
+  end
+  if depth > MAX_DEPTH then return nil, "", " is nested deeper than " .. MAX_DEPTH .. " tables" end
+  seen[t] = true
+  local size, n, ints, top = 2, 0, 0, 0
+  for k, v in next, t do
+    n = n + 1
+    local tk = type(k)
+    if tk == "string" then
+      local ok, at = utf8_valid(k)
+      if not ok then return nil, step(k), " is a key that is not valid UTF-8 (byte " .. at .. ")" end
+      size = size + #k + 4
+    elseif tk == "number" and k >= 1 and k % 1 == 0 then
+      ints = ints + 1
+      if k > top then top = k end
+      size = size + 1
+    elseif tk == "number" then
+      return nil, "", " has the key " .. tostring(k) .. ": JSON keys are strings, and a list's are 1..n"
+    else
+      return nil, "", " has a " .. tk .. " key: JSON keys are strings, and a list's are 1..n"
+    end
+    local tv = type(v)
+    if tv == "string" then
+      local ok, at = utf8_valid(v)
+      if not ok then return nil, step(k), " is not valid UTF-8 (byte " .. at .. ")" end
+      size = size + #v + 2
+    elseif tv == "number" then
+      if v ~= v or v == huge or v == -huge then return nil, step(k), " is not a finite number" end
+      if v % 1 == 0 and (v >= 1e14 or v <= -1e14) then
+        return nil, step(k), " is a number JSON cannot carry exactly (lua-cjson writes 14 digits): "
+          .. "pass it as a string"
+      end
+      size = size + 1
+    elseif tv == "table" then
+      local done = seen[v]
+      if done == true then return nil, step(k), " refers to a table that holds it (a cycle)" end
+      if not done then
+        local path, why
+        done, path, why = walk(v, depth + 1, seen)
+        if not done then return nil, step(k) .. path, why end
+      end
+      size = size + done
+    elseif tv == "boolean" or v == null then
+      size = size + 4
+    else
+      return nil, step(k), " is a " .. tv .. ", which JSON cannot carry"
+    end
+    if size > MAX_JSON then
+      return nil, "", " would be over 1 MiB of JSON (a table used in several places is written out in each)"
+    end
+  end
+  if ints > 0 and depth == 1 then return nil, "", " must be an object, not an array" end
+  if ints > 0 and ints < n then
+    return nil, "", " mixes list entries [1..] and named fields"
+  end
+  if top > n then return nil, "", " is a list with no [" .. first_missing(t, n) .. "]" end
+  seen[t] = size
+  return size
+end
+
+-- Checks the content table v of the field name (where the paths in its
+-- errors start). Returns true, or nil and an invalid error such as
+-- "content.elements[2].text is not valid UTF-8 (byte 7)".
+function M.content_table(v, name)
+  local size, path, why = walk(v, 1, {})
+  if not size then return nil, errors.new("invalid", { field = name, msg = name .. path .. why }) end
+  return true
+end
+
 -- The content as the JSON text that goes on the wire (a JSON string in the
--- body): a table is encoded; a string must already be JSON text of an object.
+-- body): a table is encoded; a string must already be JSON text of an
+-- object, in UTF-8.
 function M.content(v)
   if type(v) == "table" then
-    if v[1] ~= nil then return nil, invalid("content", "must be an object, not an array") end
-    local inexact = inexact_number(v, "content", 1)
-    if inexact then
-      return nil, invalid("content", "holds a number JSON cannot carry exactly at " .. inexact
-        .. ": pass it as a string")
-    end
-    local text, err = json.encode(v)
-    if not text then return nil, invalid("content", "cannot be encoded as JSON: " .. tostring(err)) end
+    local ok, err = M.content_table(v, "content")
+    if not ok then return nil, err end
+    local text, eerr = json.encode(v)
+    if not text then return nil, invalid("content", "cannot be encoded as JSON: " .. tostring(eerr)) end
     return text
   elseif type(v) == "string" then
+    local ok, at = utf8_valid(v)
+    if not ok then return nil, invalid("content", "is not valid UTF-8 (byte " .. at .. ")") end
     if not v:match("^%s*{") or type(json.decode(v)) ~= "table" then
       return nil, invalid("content", "must be JSON text of an object")
     end
@@ -89,10 +187,37 @@ function M.message(msg, fields, check_type)
 end
 
 function M.receiver_id(v)
-  if type(v) ~= "string" or v == "" or v:find("[%s%c]") or #v > 256 then
-    return nil, invalid("receiver_id", "must be a non-empty id without whitespace or control characters")
+  if type(v) ~= "string" or v == "" or v:find("[%s%c]") or #v > 256 or not utf8_valid(v) then
+    return nil, invalid("receiver_id", "must be a non-empty id in UTF-8 without whitespace or control characters")
   end
   return v
+end
+
+-- A string that goes into a JSON body: well-formed UTF-8.
+function M.utf8(field, v)
+  local ok, at = utf8_valid(v)
+  if not ok then return nil, invalid(field, "is not valid UTF-8 (byte " .. at .. ")") end
+  return v
+end
+
+-- The n of a list t whose keys are exactly 1..n, besides named fields in
+-- skip. n is the number of its entries, counted with next: never #, which
+-- differs between Luas when there are holes ({ "a", nil, "c" }), so a table
+-- gets the same answer on every Lua. Returns n, or nil and the first index
+-- missing, or nil, false and the first key that is neither an index nor in
+-- skip.
+function M.list_length(t, skip)
+  local n, top = 0, 0
+  for k in next, t do
+    if type(k) == "number" and k >= 1 and k % 1 == 0 then
+      n = n + 1
+      if k > top then top = k end
+    elseif not (skip and skip[k]) then
+      return nil, false, k
+    end
+  end
+  if top > n then return nil, first_missing(t, n) end
+  return n
 end
 
 -- An integer in [min, max] (max optional); floats with an integral value are
@@ -132,7 +257,7 @@ end
 
 -- Rejects keys outside the allowed set, so a typo never goes unnoticed.
 function M.known_keys(what, t, allowed)
-  for k in pairs(t) do
+  for k in next, t do
     if type(k) ~= "string" or not allowed[k] then
       return nil, invalid(what, "has an unknown field " .. tostring(k))
     end
