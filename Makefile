@@ -81,15 +81,19 @@ bench: deps build $(BUILD)/bench/raw_send
 	bench/node-sdk-install
 	fake/fakefeishu run $(LUA) bench/run.lua
 
-# 100k calls through one client and through short-lived clients: file
-# descriptors and Lua memory must stay flat. A script, not a timed test.
-soak: deps build
-	fake/fakefeishu run $(LUA) tools/soak.lua
+# On every Lua: 100k calls (SOAK_CALLS) through one client and through
+# short-lived clients, and 20,000 clients made and closed: file descriptors
+# and Lua memory must stay flat. A script, not a timed test.
+SOAK_CALLS ?= 100000
+soak: deps build-all
+	@rc=0; $(foreach v,$(LUA_VERSIONS),fake/fakefeishu run $(call lua_bin,$(v)) tools/soak.lua $(SOAK_CALLS) || rc=1;) \
+	  exit $$rc
 
 # A simulated week of a helpdesk bot (tools/life.lua) on a clock that jumps
 # where anyone sleeps, judged call by call by a reference model.
-life: deps build
-	fake/fakefeishu run $(LUA) tools/life.lua
+life: deps build-all
+	@rc=0; $(foreach v,$(LUA_VERSIONS),fake/fakefeishu run $(call lua_bin,$(v)) tools/life.lua || rc=1;) \
+	  exit $$rc
 
 lint:
 	luacheck lua spec examples fake bench tools/soak.lua tools/life.lua tools/life_model.lua bin/helpdesk

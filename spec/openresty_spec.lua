@@ -193,6 +193,10 @@ describe("OpenResty #openresty", function()
       assert.are.equal(5, fake.state().ticket_messages[fake.TICKET])
     end)
 
+    it("lets the collector take clients a handler dropped", function()
+      assert.are.equal("0 left\n", curl(url .. "/collect"))
+    end)
+
     it("names the missing thread pool and how to add it, sending nothing", function()
       local before = #fake.requests()
       local out = curl(url .. "/no-pool")

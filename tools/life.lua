@@ -310,6 +310,8 @@ local function fds()
 end
 
 local function lua_kib()
+  -- LuaJIT's traces keep what they were specialised on as constants
+  if type(jit) == "table" then jit.flush() end
   collectgarbage()
   collectgarbage()
   return collectgarbage("count")

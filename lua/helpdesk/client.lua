@@ -28,6 +28,9 @@ local USER_AGENT = format("feishu-helpdesk/%s (%s; libcurl %s)", M.VERSION,
 local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 
 -- Secrets live here, keyed by client, so that no dump of a client shows them.
+-- Nothing in a value may lead back to its client (no closure over it, no
+-- logger that may hold it): Lua 5.1 and LuaJIT have no ephemerons, and such
+-- an entry would keep the client, its socket and its secrets for ever.
 local private = setmetatable({}, { __mode = "k" })
 
 --- The client @{helpdesk.new} returns. Its methods return their result, or
@@ -55,7 +58,7 @@ end
 -- Hands event to the logger option, if any; a logger that fails is ignored,
 -- never the call's failure. Events carry no secret (see README).
 local function emit(c, event)
-  local log = private[c].logger
+  local log = c.logger
   if log then pcall(log, event) end
 end
 
@@ -79,7 +82,7 @@ end
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
 local function core_request(c, method, url, headers, body, attempt)
   local p = private[c]
-  if p.logger then emit(c, { event = "request", method = method, url = url }) end
+  if c.logger then emit(c, { event = "request", method = method, url = url }) end
   local t0 = clock.now()
   local obj, err = transport.exchange(p.handle, {
     method = method, url = url, headers = headers, body = body,
@@ -87,7 +90,7 @@ local function core_request(c, method, url, headers, body, attempt)
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
     insecure = c.insecure, proxy = p.proxy,
   })
-  if p.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
+  if c.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
   return obj, err
 end
 
@@ -140,13 +143,14 @@ function M.new(opts)
     max_body_size = cfg.max_body_size, ca_file = cfg.ca_file, ca_path = cfg.ca_path,
     insecure = cfg.insecure, max_retries = cfg.max_retries, budget = cfg.budget,
     max_rate_limit_wait = cfg.max_rate_limit_wait,
+    -- here, not with the secrets: a logger may well refer to its client
+    logger = cfg.logger,
   }, Client)
   local p = {
     handle = handle,
     app_secret = cfg.app_secret,
     helpdesk_token = cfg.helpdesk_token,
     helpdesk_auth = core.base64(cfg.helpdesk_id .. ":" .. cfg.helpdesk_token),
-    logger = cfg.logger,
     -- the proxy URL may hold a password: kept with the secrets
     proxy = cfg.proxy,
     user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
@@ -161,9 +165,12 @@ function M.new(opts)
   local st = cfg.store or shared or store.table(clock.now)
   -- what Feishu counts per: the app (a fixed token's app is unknown: all share one)
   local app = cfg.base_url .. " " .. (cfg.app_id or "fixed-token")
+  -- the fetch reaches its client through a weak reference (see private);
+  -- only a call on the client fetches, so the client is there
+  local weak = setmetatable({ c }, { __mode = "v" })
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
-    fetch = function(attempt) return fetch_token(c, attempt) end,
+    fetch = function(attempt) return fetch_token(weak[1], attempt) end,
     now = clock.now, sleep = clock.sleep,
     store = st, key = "helpdesk:token:" .. app,
   })
@@ -419,11 +426,11 @@ function Client:send_ticket_messages(items, opts)
       max_rate_limit_wait = self.max_rate_limit_wait,
       endpoint = "ticket_message", tokens = p.tokens, limiter = p.limits and p.limits.ticket_message,
       headers = function(tok) return helpdesk_headers(p, tok, "POST") end,
-      log_request = p.logger and function(url) emit(self, { event = "request", method = "POST", url = url }) end,
-      log_response = p.logger and function(url, obj, err, seconds)
+      log_request = self.logger and function(url) emit(self, { event = "request", method = "POST", url = url }) end,
+      log_response = self.logger and function(url, obj, err, seconds)
         emit(self, response_event(self, "POST", url, obj, err, seconds))
       end,
-      log_retry = p.logger and function(url, attempt, wait, err)
+      log_retry = self.logger and function(url, attempt, wait, err)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
       request = function(deadline)
