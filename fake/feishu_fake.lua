@@ -120,6 +120,7 @@ end
 --   headers =, delay = seconds, close = true (no answer at all),
 --   partial = true (headers and half the body, then the connection closes),
 --   body_delay = seconds (headers and half the body, a pause, the rest),
+--   pass = true (after delay, the normal answer: a slow endpoint),
 --   from = a now() time: inactive before it (neither answers nor skips),
 --   until = a now() time: active only while now() < until, dropped after;
 --   with until and no times, unlimited while active }
@@ -521,6 +522,10 @@ function M.handle()
     if c then count_text("received", c.text) end
   end
   local fault = take_fault(method, path)
+  if fault and fault.pass then
+    if fault.delay then ngx.sleep(fault.delay) end
+    fault = nil
+  end
   -- counted as it arrives, as Feishu does, before any latency
   if not fault then rate_limit(method, path) end
   -- config.latency: every answer takes this long (seconds), without holding up the others

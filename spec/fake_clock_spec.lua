@@ -5,6 +5,7 @@
 local cjson = require "cjson.safe"
 local core = require "helpdesk.core"
 local fake = require "fake"
+local helpdesk = require "helpdesk"
 
 local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
@@ -337,5 +338,22 @@ describe("the fake's clock", function()
       assert.are.same({ kept = 1, dropped = 1, bot = 1 }, t.received)
       assert.are.same({ kept = 1, bot = 1 }, t.delivered)
     end)
+  end)
+end)
+
+describe("the fake's pass fault", function()
+  before_each(function() fake.reset() end)
+
+  it("delays the normal answer: a slow endpoint, not a failing one", function()
+    local path = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
+    local client = fake.client({ rate_limit = false })
+    assert(client:send_ticket_message(fake.TICKET, helpdesk.text("warm")))
+    fake.fault({ path = path, method = "POST", delay = 0.5, pass = true, times = 1 })
+    local data, err = client:send_ticket_message(fake.TICKET, helpdesk.text("slow"), { timeout = 0.1 })
+    assert.is_nil(data)
+    assert.are.equal("transport", err.kind)
+    fake.fault({ path = path, method = "POST", delay = 0.2, pass = true, times = 1 })
+    assert.is_string(assert(client:send_ticket_message(fake.TICKET, helpdesk.text("slower"))).message_id)
+    assert.are.equal(1, fake.texts().delivered.slower)
   end)
 end)

@@ -68,8 +68,18 @@ function M.run(b)
       end
       local i = queue[q]
       -- the token before the rate-limit slot: a token fetch must not make a
-      -- call start after its slot (it would crowd the calls after it)
-      local tok, terr = b.tokens:get(b.request(b.deadline))
+      -- call start after its slot (it would crowd the calls after it). With
+      -- transfers in flight, only a token at hand: a fetch would leave them
+      -- undriven until their own timeouts, answered or not; they drain first.
+      local tok, terr
+      if in_flight > 0 then
+        tok = b.tokens:peek()
+        if not tok then break end
+      else
+        local attempt = b.request(b.deadline)
+        if not attempt then break end -- the budget is spent: what is left fails below
+        tok, terr = b.tokens:get(attempt)
+      end
       local at, need = start_at[i], nil
       if tok and b.limiter and not at then
         at, need = b.limiter:reserve(clock, b.deadline)
@@ -82,9 +92,10 @@ function M.run(b)
         wait_until = min(wait_until, at) -- held: it starts at its slot's time, not before
         break
       else
+        local req = b.request(b.deadline)
+        if not req then break end
         remove(queue, q)
         start_at[i] = nil
-        local req = b.request(b.deadline)
         req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)
         if b.log_request then b.log_request(jobs[i].url) end
         slot_job[m:add(req)] = { i = i, tok = tok, t0 = clock.now() }

@@ -26,6 +26,8 @@ local USER_AGENT = format("feishu-helpdesk/%s (%s; libcurl %s)", M.VERSION,
   type(jit) == "table" and jit.version or _VERSION, core.curl_version)
 
 local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+-- The longest token life believed (30 days); Feishu's is 2 hours.
+local MAX_EXPIRE = 30 * 86400
 
 -- Secrets live here, keyed by client, so that no dump of a client shows them.
 -- Nothing in a value may lead back to its client (no closure over it, no
@@ -79,10 +81,16 @@ local function retry_event(method, url, attempt, wait, err)
            kind = err.kind, code = err.code, status = err.status }
 end
 
+local function closed_error()
+  return errors.new("invalid", { field = "client", msg = "client is closed", sent = false })
+end
+
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
 local function core_request(c, method, url, headers, body, attempt)
   local p = private[c]
   if c.logger then emit(c, { event = "request", method = method, url = url }) end
+  -- the logger may have closed the client
+  if p.closed then return nil, closed_error() end
   local t0 = clock.now()
   local obj, err = transport.exchange(p.handle, {
     method = method, url = url, headers = headers, body = body,
@@ -108,9 +116,14 @@ local function fetch_token(c, attempt)
     return nil, M.token_error(err)
   end
   local tok, expire = obj.tenant_access_token, obj.expire
-  if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") or type(expire) ~= "number" or expire <= 0 then
+  if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") then
     return nil, M.token_error(errors.new("decode", { status = err.status, log_id = err.log_id,
-                                                     msg = "token answer lacks tenant_access_token or expire" }))
+                                                     msg = "token answer lacks tenant_access_token" }))
+  end
+  -- NaN fails both comparisons; Feishu gives 7200
+  if type(expire) ~= "number" or not (expire >= 1 and expire <= MAX_EXPIRE) then
+    return nil, M.token_error(errors.new("decode", { status = err.status, log_id = err.log_id,
+      msg = "token answer's expire is not a number of seconds from 1 to " .. MAX_EXPIRE }))
   end
   emit(c, { event = "token_refresh", ok = true, expire = expire })
   return tok, expire
@@ -171,7 +184,7 @@ function M.new(opts)
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
     fetch = function(attempt) return fetch_token(weak[1], attempt) end,
-    now = clock.now, sleep = clock.sleep,
+    now = clock.now, sleep = clock.sleep, yields = clock.yields,
     store = st, key = "helpdesk:token:" .. app,
   })
   if cfg.rate_limit then
@@ -197,9 +210,16 @@ local function query_string(q)
   return "?" .. concat(parts, "&")
 end
 
--- The per-attempt limits: the call's timeouts, cut to what is left of its budget.
+-- Less than this left of a budget is none: an exchange that cannot end in
+-- time would leave a POST's fate unknown (and libcurl counts whole
+-- milliseconds, where 0 means no timeout at all).
+local MIN_ATTEMPT = 0.01
+
+-- The per-attempt limits: the call's timeouts, cut to what is left of its
+-- budget; nil when nothing is left.
 local function attempt_opts(c, call_opts, deadline)
   local left = deadline - clock.now()
+  if left < MIN_ATTEMPT then return nil end
   return {
     timeout = min(call_opts.timeout or c.timeout, left),
     connect_timeout = min(call_opts.connect_timeout or c.connect_timeout, left),
@@ -209,7 +229,7 @@ end
 -- Whether the client may make a call here and now: not closed, and, inside
 -- nginx, where it can wait without blocking the worker (or may block).
 local function ready(p)
-  if p.closed then return nil, errors.new("invalid", { field = "client", msg = "client is closed" }) end
+  if p.closed then return nil, closed_error() end
   if p.handle.check then
     local ok, why = p.handle:check()
     if not ok then return nil, transport.setup_error(why) end
@@ -240,6 +260,11 @@ local function mark_maybe_delivered(method, err)
   end
 end
 
+local function budget_error()
+  return errors.new("transport", { sent = false,
+    msg = "the call's budget ran out before it was sent; nothing was sent" })
+end
+
 -- One helpdesk call: the client-side rate limit, the token, retries within
 -- the call's budget (POSTs only when certainly not processed) and one retry
 -- with a fresh token after a token-invalid answer. query: a list of
@@ -256,7 +281,12 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   if not ok then return nil, why end
   while true do
     local tok
-    tok, err = p.tokens:get(attempt_opts(c, call_opts, deadline))
+    local attempt = attempt_opts(c, call_opts, deadline)
+    if not attempt then
+      err = err or budget_error()
+      break
+    end
+    tok, err = p.tokens:get(attempt)
     if tok and limiter then
       local waited, need = limiter:acquire(clock, deadline)
       if waited and waited > 0 then emit(c, { event = "rate_limit_wait", endpoint = endpoint, wait = waited }) end
@@ -266,8 +296,13 @@ local function call(c, endpoint, method, path, query, body, call_opts)
       end
     end
     if tok then
-      obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body,
-                              attempt_opts(c, call_opts, deadline))
+      -- what the token and the rate limit took counts
+      attempt = attempt_opts(c, call_opts, deadline)
+      if not attempt then
+        err = budget_error()
+        break
+      end
+      obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body, attempt)
       if obj then break end
     end
     -- a failed token fetch is as safe to repeat as a GET
@@ -435,6 +470,7 @@ function Client:send_ticket_messages(items, opts)
       end,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
+        if not a then return nil end
         return { timeout = a.timeout, connect_timeout = a.connect_timeout, max_body = self.max_body_size,
                  ca_file = self.ca_file, ca_path = self.ca_path, insecure = self.insecure, proxy = p.proxy }
       end,

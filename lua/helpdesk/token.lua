@@ -2,7 +2,8 @@
 -- one fetched with app_id + app_secret, cached and refreshed before expiry.
 local errors = require "helpdesk.errors"
 
-local setmetatable, type, tonumber, min, format = setmetatable, type, tonumber, math.min, string.format
+local setmetatable, type, tonumber, tostring, pcall = setmetatable, type, tonumber, tostring, pcall
+local min, max, format, running = math.min, math.max, string.format, coroutine.running
 
 local M = {}
 
@@ -18,15 +19,38 @@ local function margin(expire)
   return min(300, expire / 4)
 end
 
+-- After an early refresh failed, the next try waits this long (doubling
+-- from the first, at most the second), but no longer than half the old
+-- token's time left, and at least a second.
+local BACKOFF_FIRST, BACKOFF_MAX = 5, 60
+
+-- A batch may go on with a token this close to expiry, rather than stall its
+-- transfers in flight for a fetch.
+local PEEK_SAFETY = 30
+
+-- The fetches under way in this Lua state, by store key: the coroutine that
+-- holds the lock. Waiting on it from the same coroutine (a logger calling
+-- back in) or with a sleep that blocks the whole state would never end.
+local fetching = {}
+local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+
 local Token = {}
 Token.__index = Token
 
 -- opts: { fixed = "t-…" } or { fetch = function(arg) -> token, expire | nil, err,
 -- store = helpdesk.store, key = where in the store }, now = a monotonic clock
--- in seconds (system-wide, so that workers can share its times) and sleep.
+-- in seconds (system-wide, so that workers can share its times), sleep, and
+-- yields = function() -> whether sleep lets other coroutines run.
 function M.new(opts)
   return setmetatable({ fixed = opts.fixed, fetch = opts.fetch, now = opts.now, sleep = opts.sleep,
-                        store = opts.store, key = opts.key, lock = opts.key and opts.key .. ":lock" }, Token)
+                        yields = opts.yields, store = opts.store, key = opts.key,
+                        lock = opts.key and opts.key .. ":lock", retry_key = opts.key and opts.key .. ":retry" },
+                      Token)
+end
+
+-- An error of the token's own (not of the fetch): nothing was sent.
+local function token_error(msg)
+  return errors.new("transport", { msg = msg, sent = false, token = true })
 end
 
 -- Can a token-invalid answer be cured by fetching a new token?
@@ -40,9 +64,19 @@ function Token:cached()
   if type(v) ~= "string" then return nil end
   if v == self.raw then return self.parsed end -- parsed once, not on every call
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
-  if not tok then return nil end
-  self.raw, self.parsed = v, { token = tok, refresh_at = tonumber(refresh_at), expires_at = tonumber(expires_at) }
+  refresh_at, expires_at = tonumber(refresh_at), tonumber(expires_at)
+  -- what another process sharing the store wrote may be anything
+  if not (tok and refresh_at and expires_at) then return nil end
+  self.raw, self.parsed = v, { token = tok, refresh_at = refresh_at, expires_at = expires_at }
   return self.parsed
+end
+
+-- When the next early refresh may be tried, after one failed (or nil).
+function Token:next_try()
+  local v = self.store:get(self.retry_key)
+  if type(v) ~= "string" then return nil, 0 end
+  local at, failures = v:match("^(%S+) (%d+)$")
+  return tonumber(at), tonumber(failures) or 0
 end
 
 -- Fetches a token and caches it; the caller holds the lock.
@@ -52,14 +86,31 @@ function Token:refresh(arg, old)
   if token then
     self.store:set(self.key, format("%.3f %.3f %s", now + expire - margin(expire), now + expire, token),
                    expire)
+    self.store:delete(self.retry_key)
+    return token
   end
-  self.store:delete(self.lock)
-  if not token then
-    -- an early refresh that failed: the old token is still good for a while
-    if old and now < old.expires_at then return old.token end
-    return nil, expire
+  -- an early refresh that failed: the old token is still good for a while,
+  -- and the next try waits (every call trying would cost each its timeout)
+  if old and now < old.expires_at then
+    local _, failures = self:next_try()
+    local wait = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ^ min(failures, 10), (old.expires_at - now) / 2)
+    self.store:set(self.retry_key, format("%.3f %d", now + max(1, wait), failures + 1), old.expires_at - now)
+    return old.token
   end
-  return token
+  return nil, expire
+end
+
+-- Runs the fetch with the lock held and lets it go whatever happens: a fetch
+-- that raised (a store that failed, say) must not hold it for its lifetime.
+function Token:locked_refresh(arg, old, co)
+  fetching[self.key] = co
+  local ok, tok, err = pcall(self.refresh, self, arg, old)
+  fetching[self.key] = nil
+  pcall(self.store.delete, self.store, self.lock)
+  if not ok then
+    return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
+  end
+  return tok, err
 end
 
 -- Returns the token to use now, or nil and an error. arg goes to fetch, and
@@ -67,7 +118,9 @@ end
 function Token:get(arg)
   if self.fixed then return self.fixed end
   local waited, pause = 0, 0.005
-  local limit = (arg and arg.timeout or 30) + 1
+  -- the lock outlives a fetch that takes its whole timeout, never for ever
+  local limit = max(arg and arg.timeout or 30, 0) + 1
+  local co = running() or MAIN
   while true do
     local now = self.now()
     local c = self:cached()
@@ -75,9 +128,17 @@ function Token:get(arg)
       self.token = c.token
       return c.token
     end
+    -- in the refresh window after a failed refresh: not again before its time
+    if c and now < c.expires_at then
+      local at = self:next_try()
+      if at and now < at then
+        self.token = c.token
+        return c.token
+      end
+    end
     -- one fetch at a time, across every worker that shares the store
     if self.store:add(self.lock, 1, limit) then
-      local tok, err = self:refresh(arg, c)
+      local tok, err = self:locked_refresh(arg, c, co)
       self.token = tok or self.token
       return tok, err
     end
@@ -86,13 +147,27 @@ function Token:get(arg)
       self.token = c.token
       return c.token
     end
+    local holder = fetching[self.key]
+    if holder and (holder == co or not self.yields()) then
+      return nil, token_error("the tenant token is being fetched by a call under way in this Lua state "
+        .. "(one whose logger calls back in, or a coroutine it let run), which cannot go on while this one "
+        .. "waits; nothing was sent")
+    end
     if waited >= limit then
-      return nil, errors.new("transport", { msg = "timed out waiting for another fetch of the tenant token" })
+      return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
     end
     self.sleep(pause)
     waited = waited + pause
     pause = min(pause * 2, 0.05)
   end
+end
+
+-- A token a batch can use without fetching one (which would stall its
+-- transfers in flight), or nil.
+function Token:peek()
+  if self.fixed then return self.fixed end
+  local c, now = self:cached(), self.now()
+  if c and (now < c.refresh_at or now < c.expires_at - PEEK_SAFETY) then return c.token end
 end
 
 -- Forgets token if it is the cached one (not a newer one fetched since).

@@ -23,6 +23,15 @@ local function excerpt(body)
   return s
 end
 
+-- The seconds a rate-limit answer says to wait: whole seconds, at most a
+-- day; anything else (a negative, NaN, hex, a date) is as if not said.
+local function reset_seconds(headers)
+  local v = headers["x-ogw-ratelimit-reset"]
+  if type(v) ~= "string" or not v:match("^%d+$") then return nil end
+  local n = tonumber(v)
+  if n <= 86400 then return n end
+end
+
 -- CURLE_SEND_FAIL_REWIND: the core refused libcurl's resend of a POST.
 local CURLE_SEND_FAIL_REWIND = 65
 
@@ -76,7 +85,7 @@ function M.answer(status, body, headers)
     if code ~= 0 then
       return nil, new_error("api", { code = code, status = status, log_id = log_id,
         msg = msg or "Feishu answered code " .. tostring(code),
-        retry_after = tonumber(headers["x-ogw-ratelimit-reset"]) })
+        retry_after = reset_seconds(headers) })
     end
     return obj, meta
   end
@@ -84,7 +93,7 @@ function M.answer(status, body, headers)
   -- A non-2xx answer with a Feishu body is an api error; anything else,
   -- and every redirect, is an http error.
   local redirect = status >= 300 and status < 400
-  local retry_after = tonumber(headers["x-ogw-ratelimit-reset"])
+  local retry_after = reset_seconds(headers)
   if not redirect and type(code) == "number" and code ~= 0 then
     return nil, new_error("api", { code = code, status = status, log_id = log_id,
       msg = msg or "Feishu answered code " .. tostring(code), retry_after = retry_after })
