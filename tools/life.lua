@@ -86,7 +86,7 @@ local function logger(e)
   elseif e.event == "retry" then
     c.slack = c.slack + e.wait
   elseif e.event == "token_refresh" then
-    if e.ok then c.token_ok = true else c.token_failed = true end
+    if e.ok then c.token_ok = true else c.token_failed = clock.now() end
   end
 end
 
@@ -135,7 +135,7 @@ local function call(endpoint, fn, text)
   g.turn = g.turn % #g.clients + 1
   local a = clock.now()
   local e = model:earliest(endpoint, a)
-  local fetched_before = model.tokens[g.store]
+  local fetched_before, pause_before = model.tokens[g.store], model.refresh_pause[g.store]
   local must_fetch = model:token_call(g.store, a)
   current = { endpoint = endpoint, slack = 0.05 }
   local ok, res, err = pcall(fn, g.clients[g.turn])
@@ -147,7 +147,7 @@ local function call(endpoint, fn, text)
     return
   end
   -- a fetch that failed and was not made good in the same call
-  if c.token_failed and not c.token_ok then model:token_failed(g.store, fetched_before) end
+  if c.token_failed and not c.token_ok then model:token_failed(g.store, fetched_before, c.token_failed, pause_before) end
   local why = life.judge({ ok = res ~= nil, err = err, wait = e + life.MARGIN - a, budget = BUDGET,
                            excuse = excuse(a, clock.now(), endpoint) })
   if why then violation(string.format("%s: %s (%s)", endpoint, why, tostring(err))) end
@@ -269,9 +269,21 @@ local EVENTS = {
       burst(3)
     end },
   { day = 5, at = 10, name = "a hanging token endpoint in the refresh window", run = function()
-      local fetched = model.tokens[groups[active].store]
-      if fetched then sleep_until(fetched + life.TOKEN_TTL - life.REFRESH_BEFORE + 30) end
-      fault("token_hang", 600, { path = "tenant_access_token", delay = 1.5, status = 500, times = 2 })
+      -- a token fresh enough that its refresh window is ahead, then into it
+      local store = groups[active].store
+      if not model.tokens[store] or clock.now() >= model.tokens[store] + life.TOKEN_TTL - life.REFRESH_BEFORE then
+        burst(1)
+      end
+      sleep_until(model.tokens[store] + life.TOKEN_TTL - life.REFRESH_BEFORE + 30)
+      -- hanging for the rest of the window: each try costs its timeout; the
+      -- tries back off, and the last ones come as the old token runs out
+      fault("token_hang", 200, { path = "tenant_access_token", delay = 1.5, status = 500 })
+      for _ = 1, 30 do
+        burst(2)
+        sleep_until(clock.now() + 7)
+      end
+      -- back: the next try gets a token before the old one expires
+      sleep_until(model.tokens[store] + life.TOKEN_TTL - 5)
       burst(3)
     end },
   { day = 5, at = 15, name = "a slow listing", run = function()

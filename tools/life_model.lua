@@ -20,7 +20,7 @@ local Model = {}
 Model.__index = Model
 
 function M.new()
-  local m = setmetatable({ starts = {}, tokens = {}, fetches = 0 }, Model)
+  local m = setmetatable({ starts = {}, tokens = {}, refresh_pause = {}, fetches = 0 }, Model)
   -- long past requests, as many as the list holds at its shortest: its
   -- memory saws from the first day as it does later
   for name, wins in pairs(M.LIMITS) do
@@ -64,25 +64,40 @@ end
 
 -- A call at t by a client whose token lives in store (a name): returns true
 -- when the client must fetch a token first (none yet, revoked, or within
--- the refresh margin of its expiry), and counts the fetch.
+-- the refresh margin of its expiry and past the pause after a failed early
+-- refresh), and counts the fetch.
 function Model:token_call(store, t)
   local fetched = self.tokens[store]
   if fetched and t < fetched + M.TOKEN_TTL - M.REFRESH_BEFORE then return false end
+  local pause = self.refresh_pause[store]
+  if fetched and pause and t < pause.next and t < fetched + M.TOKEN_TTL then return false end
   self.tokens[store] = t
   self.fetches = self.fetches + 1
+  self.refresh_pause[store] = nil
   return true
 end
 
--- A fetch that failed (the token endpoint hung): the old token, if any,
--- stays the store's, and the next call tries again.
-function Model:token_failed(store, fetched_before)
+-- A fetch that failed at t (the token endpoint hung): the old token, if
+-- any, stays the store's. The next call tries again, but for an early
+-- refresh (the old token still good) not before a pause of 5 s, doubling to
+-- 60 s, at most half the old token's time left, at least a second.
+function Model:token_failed(store, fetched_before, t, pause_before)
   self.tokens[store] = fetched_before
   self.fetches = self.fetches - 1
+  local expires = fetched_before and fetched_before + M.TOKEN_TTL
+  if expires and t < expires then
+    local n = pause_before and pause_before.n or 0
+    local wait = math.min(60, 5 * 2 ^ n, (expires - t) / 2)
+    self.refresh_pause[store] = { next = t + math.max(1, wait), n = n + 1 }
+  else
+    self.refresh_pause[store] = pause_before
+  end
 end
 
 -- Every token is revoked: each store's next call fetches.
 function Model:revoke()
   self.tokens = {}
+  self.refresh_pause = {}
 end
 
 -- Whether the result of a call is one the model allows. c: { ok =, err =,
