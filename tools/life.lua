@@ -147,7 +147,9 @@ local function call(endpoint, fn, text)
     return
   end
   -- a fetch that failed and was not made good in the same call
-  if c.token_failed and not c.token_ok then model:token_failed(g.store, fetched_before, c.token_failed, pause_before) end
+  if c.token_failed and not c.token_ok then
+    model:token_failed(g.store, fetched_before, c.token_failed, pause_before)
+  end
   local why = life.judge({ ok = res ~= nil, err = err, wait = e + life.MARGIN - a, budget = BUDGET,
                            excuse = excuse(a, clock.now(), endpoint) })
   if why then violation(string.format("%s: %s (%s)", endpoint, why, tostring(err))) end
