@@ -270,7 +270,7 @@ describe("a call", function()
       local client
       local n = 0
       client = fake.client({ rate_limit = false, logger = function(e)
-        if e.event == "response" then
+        if e.event == "response" and not e.url:find(TOKEN_PATH, 1, true) then
           n = n + 1
           if n == 2 then client:close() end
         end
@@ -279,6 +279,15 @@ describe("a call", function()
       for i = 1, 6 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "c" .. i } } end
       local results = no_raise(client.send_ticket_messages, client, items, { concurrency = 1 })
       assert.are.equal(6, #results)
+      assert.are.equal(4, results.failed)
+      assert.is_string(results[1].data.message_id)
+      assert.is_string(results[2].data.message_id)
+      for i = 3, 6 do
+        assert_error(results[i].err, "invalid")
+        assert.is_false(results[i].err.sent)
+        assert.matches("closed", results[i].err.msg)
+      end
+      assert.are.equal(2, #fake.requests_to(PATH))
     end)
   end)
 end)

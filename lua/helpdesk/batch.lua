@@ -16,7 +16,8 @@ local M = {}
 -- b: { jobs = { { url =, body = } … }, endpoint =, concurrency =, deadline =, max_retries =,
 --   max_rate_limit_wait =, tokens =, limiter = (or nil), headers = function(tok),
 --   request = function(deadline) -> the core request fields but url, body, headers,
---   log_request, log_response, log_retry = the logger's hooks, or nil }
+--   log_request, log_response, log_retry = the logger's hooks, or nil,
+--   closed = function() -> the error of a client closed meanwhile, or nil }
 -- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
 function M.run(b)
   local jobs, out = b.jobs, {}
@@ -59,6 +60,10 @@ function M.run(b)
     local open = now < b.deadline
     if not open and in_flight == 0 then break end
     local wait_until = b.deadline
+    -- a client closed meanwhile (from its logger, say) starts nothing more
+    if b.closed and b.closed() then
+      for q = #queue, 1, -1 do fail(remove(queue, q), b.closed()) end
+    end
     -- start what may start
     while open and in_flight < slots and #queue > 0 do
       local q, soonest = next_job(now)

@@ -468,6 +468,7 @@ function Client:send_ticket_messages(items, opts)
       log_retry = self.logger and function(url, attempt, wait, err)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
+      closed = function() return p.closed and closed_error() or nil end,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
         if not a then return nil end
