@@ -39,6 +39,7 @@ build = {
     ["helpdesk.clock"] = "lua/helpdesk/clock.lua",
     ["helpdesk.config"] = "lua/helpdesk/config.lua",
     ["helpdesk.errors"] = "lua/helpdesk/errors.lua",
+    ["helpdesk.events"] = "lua/helpdesk/events.lua",
     ["helpdesk.json"] = "lua/helpdesk/json.lua",
     ["helpdesk.message"] = "lua/helpdesk/message.lua",
     ["helpdesk.openresty"] = "lua/helpdesk/openresty.lua",
