@@ -193,6 +193,36 @@ describe("helpdesk.events", function()
     end)
   end)
 
+  it("never raises on odd field types, and the readers answer nil", function()
+    local plain_receiver = assert(events.new { verification_token = TOKEN })
+    local odd = {
+      { position = 2.5, ticket = "t", content = "c", sender_id = { 1, 2 }, sender_type = {}, msg_type = 5 },
+      { position = 1e300, ticket = { comments = "none", ticket_id = 66 }, content = { content = 7 }, text = {} },
+      { position = -0.0, ticket = { comments = { 1, 2 } }, msg_type = "text", content = { msg_type = {} } },
+      { position = 0, ticket = {}, event_id = 5 },
+    }
+    for _, e in ipairs(odd) do
+      for _, t in ipairs({ "helpdesk.ticket_message.created_v1", "helpdesk.ticket.created_v1",
+                           "helpdesk.ticket.updated_v1", "im.message.receive_v1" }) do
+        local ev = assert(plain_receiver:decode({}, v2(t, e)))
+        assert.is_string(ev.event.position == nil and "" or tostring(ev.event.position))
+        assert.is_nil(events.ticket_id(ev))
+        events.message_type(ev)
+        events.sender(ev)
+        events.text_of(ev)
+        helpdesk.text_of(ev)
+        assert.is_nil(ev.helpdesk_event_id)
+      end
+    end
+    assert.are.equal("2.5", assert(plain_receiver:decode({}, v2("helpdesk.ticket_message.created_v1",
+      { position = 2.5 }))).event.position)
+    for _, v in ipairs({ 1, "x", true }) do
+      assert.is_nil(events.ticket_id(v))
+      assert.is_nil(events.sender(v))
+      refused("message", events.text_of(v))
+    end
+  end)
+
   it("a helpdesk.ticket.created_v1", function()
     local ev = assert(receiver:decode(push(v2("helpdesk.ticket.created_v1", TICKET_CREATED))))
     assert.are.equal("helpdesk.ticket.created_v1", ev.event_type)

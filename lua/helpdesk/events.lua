@@ -177,7 +177,10 @@ local function tolerate(ev)
   local e = ev.event
   if type(e) ~= "table" then return end
   if ev.event_type == TICKET_MESSAGE then
-    if type(e.position) == "number" then e.position = ("%d"):format(e.position) end
+    local pos = e.position
+    if type(pos) == "number" then
+      e.position = (pos == floor(pos) and abs(pos) < 2 ^ 53) and ("%d"):format(pos) or tostring(pos)
+    end
     fix_ticket(e.ticket)
     if type(e.event_id) == "string" then ev.helpdesk_event_id = e.event_id end
   elseif ev.event_type == "helpdesk.ticket.created_v1" then
