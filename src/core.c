@@ -635,7 +635,7 @@ static int core_aes256cbc_decrypt(lua_State *L) {
     return 2;
   }
   /* a userdata, collected with the rest: no free to forget if Lua raises */
-  out = (unsigned char *)lua_newuserdata(L, n ? n : 1);
+  out = (unsigned char *)lua_newuserdata(L, n + HD_AES_BLOCK); /* EVP's contract */
   rc = hd_aes256cbc_decrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n, out,
                             &out_len);
   if (rc != HD_DECRYPT_OK) {

@@ -23,7 +23,8 @@ enum {
 int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]);
 
 /* AES-256-CBC decryption of in[0..n) with key[32] and iv[16] into out (room
- * for n bytes), then the PKCS#7 padding (1..16 bytes each equal to its
+ * for n + 16 bytes, as EVP_DecryptUpdate's contract asks, though n are
+ * written), then the PKCS#7 padding (1..16 bytes each equal to its
  * length) checked without a branch on the bytes and removed: *out_len is
  * the plaintext's length. Returns HD_DECRYPT_OK or one of the errors above;
  * the cipher context is freed on every path. */
