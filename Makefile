@@ -9,6 +9,9 @@ LUA ?= $(call lua_bin,$(LUA_VERSION))
 LUA_INCDIR ?= $(call lua_incdir,$(LUA_VERSION))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+# OpenSSL's libcrypto: SHA-256 and AES-256-CBC for the events (src/crypto.c)
+CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
 CC ?= cc
 SHELL = /bin/bash
 CFLAGS ?= -O2 -g
@@ -16,11 +19,11 @@ WARN = -std=c99 -Wall -Wextra -Werror -pedantic
 BUILD = build
 CORE = $(BUILD)/lua/$(LUA_VERSION)/helpdesk/core.so
 CORES = $(foreach v,$(LUA_VERSIONS),$(BUILD)/lua/$(v)/helpdesk/core.so)
-CORE_SRC = src/core.c src/wire.c
-CORE_HDR = src/compat.h src/wire.h
+CORE_SRC = src/core.c src/wire.c src/crypto.c
+CORE_HDR = src/compat.h src/wire.h src/crypto.h
 
 # Debian packages the project needs; `make deps` installs the missing ones.
-DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev \
+DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev libssl-dev \
        lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev \
        luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
@@ -49,25 +52,26 @@ build-all: $(CORES)
 
 $(CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
 
 $(BUILD)/lua/%/helpdesk/core.so: $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(call lua_incdir,$*) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(call lua_incdir,$*) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
 
 # The C core under AddressSanitizer and UBSan (clang); the spec suite runs on
 # it with the ASan runtime preloaded into the interpreter.
 $(ASAN_CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	clang $(WARN) -O1 -g $(SAN_FLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) -lpthread
+	clang $(WARN) -O1 -g $(SAN_FLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
 
 sanitize: deps $(ASAN_CORE)
 	tools/sanitize
 
-# libFuzzer over every parser of the core, for FUZZ_SECONDS, from fuzz/corpus.
-$(FUZZER): fuzz/fuzz_wire.c src/wire.c src/wire.h
+# libFuzzer over every parser of the core and its decryption, for FUZZ_SECONDS, from fuzz/corpus.
+$(FUZZER): fuzz/fuzz_wire.c src/wire.c src/wire.h src/crypto.c src/crypto.h
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -o $@ fuzz/fuzz_wire.c src/wire.c
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined $(CRYPTO_CFLAGS) -o $@ \
+	  fuzz/fuzz_wire.c src/wire.c src/crypto.c $(CRYPTO_LIBS)
 
 fuzz: deps $(FUZZER)
 	tools/fuzz $(FUZZ_SECONDS)

@@ -20,15 +20,17 @@ dependencies = {
 }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
+  -- OpenSSL's libcrypto (Debian: libssl-dev), for the events' SHA-256 and AES
+  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
 }
 build = {
   type = "builtin",
   modules = {
     ["helpdesk.core"] = {
-      sources = { "src/core.c", "src/wire.c" },
-      incdirs = { "$(CURL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)" },
-      libraries = { "curl", "pthread" },
+      sources = { "src/core.c", "src/wire.c", "src/crypto.c" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
+      libraries = { "curl", "crypto", "pthread" },
     },
     helpdesk = "lua/helpdesk.lua",
     ["helpdesk.batch"] = "lua/helpdesk/batch.lua",
@@ -37,6 +39,7 @@ build = {
     ["helpdesk.clock"] = "lua/helpdesk/clock.lua",
     ["helpdesk.config"] = "lua/helpdesk/config.lua",
     ["helpdesk.errors"] = "lua/helpdesk/errors.lua",
+    ["helpdesk.events"] = "lua/helpdesk/events.lua",
     ["helpdesk.json"] = "lua/helpdesk/json.lua",
     ["helpdesk.message"] = "lua/helpdesk/message.lua",
     ["helpdesk.openresty"] = "lua/helpdesk/openresty.lua",

@@ -1,12 +1,17 @@
 /* libFuzzer harness for the byte-level parsers and encoders of the core
- * (src/wire.c): response-head field parsing, base64, the capped buffer,
- * the header checks and the UTF-8 check. Each result is checked against a
- * plain reference. */
+ * (src/wire.c): response-head field parsing, base64 both ways, the capped
+ * buffer, the header checks and the UTF-8 check; and its cryptography
+ * (src/crypto.c): AES-256-CBC decryption with its padding and length checks,
+ * SHA-256 over parts, the constant-time comparison. Each result is checked
+ * against a plain reference (for the cipher: OpenSSL's own padding mode). */
 #include <assert.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
+#include "../src/crypto.h"
 #include "../src/wire.h"
 
 static int b64_value(char c) {
@@ -125,11 +130,143 @@ static void check_utf8(const uint8_t *data, size_t size) {
   assert(hd_utf8_valid_len(data, size) == ref_utf8_valid_len(data, size));
 }
 
+/* Strict base64: the decoder must give back what was encoded, and accept a
+ * text exactly when it is canonical, that is when encoding what a lenient
+ * reference decodes from it gives the same text again. */
+static void check_base64_decode(const uint8_t *data, size_t size) {
+  const char *text = (const char *)data;
+  size_t n = hd_base64_len(size), out_len = 0, i, pad = 0, ref_len;
+  char *enc = malloc(n + 1);
+  unsigned char *out = malloc(size / 4 * 3 + 3 + n), *ref = malloc(size / 4 * 3 + 3);
+  char *again;
+  int ok, ref_ok = size % 4 == 0;
+  assert(enc && out && ref);
+  /* the round trip */
+  hd_base64_encode(data, size, enc);
+  assert(hd_base64_decode(enc, n, out, &out_len) == 0);
+  assert(out_len == size && memcmp(out, data, size) == 0);
+  /* the input as text */
+  ok = hd_base64_decode(text, size, out, &out_len) == 0;
+  while (pad < size && text[size - 1 - pad] == '=') pad++;
+  if (pad > 2) ref_ok = 0;
+  if (ref_ok && size) {
+    ref_len = size / 4 * 3 - pad;
+    for (i = 0; i < size / 4; i++) {
+      int k, d[4];
+      for (k = 0; k < 4; k++) {
+        d[k] = b64_value(text[i * 4 + (size_t)k]);
+        if (d[k] < 0) d[k] = 0; /* '=' and strays: the re-encoding tells */
+      }
+      ref[i * 3] = (uint8_t)(d[0] << 2 | d[1] >> 4);
+      ref[i * 3 + 1] = (uint8_t)((d[1] & 15) << 4 | d[2] >> 2);
+      ref[i * 3 + 2] = (uint8_t)((d[2] & 3) << 6 | d[3]);
+    }
+    again = malloc(hd_base64_len(ref_len) + 1);
+    assert(again);
+    hd_base64_encode(ref, ref_len, again);
+    ref_ok = hd_base64_len(ref_len) == size && memcmp(again, text, size) == 0;
+    free(again);
+  } else {
+    ref_len = 0;
+  }
+  assert(ok == ref_ok);
+  if (ok) assert(out_len == ref_len && memcmp(out, ref, ref_len) == 0);
+  free(enc);
+  free(out);
+  free(ref);
+}
+
+/* OpenSSL with its own PKCS#7 padding check: the reference for ours.
+ * Returns the plaintext length, or -1. */
+static long ref_decrypt(const uint8_t *key, const uint8_t *iv, const uint8_t *in, size_t n, uint8_t *out) {
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  int l1 = 0, l2 = 0, ok;
+  assert(ctx);
+  ok = EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv) == 1 &&
+       EVP_DecryptUpdate(ctx, out, &l1, in, (int)n) == 1 && EVP_DecryptFinal_ex(ctx, out + l1, &l2) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  return ok ? (long)l1 + l2 : -1;
+}
+
+static size_t encrypt(const uint8_t *key, const uint8_t *iv, const uint8_t *in, size_t n, uint8_t *out) {
+  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+  int l1 = 0, l2 = 0;
+  assert(ctx);
+  assert(EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv) == 1);
+  assert(EVP_EncryptUpdate(ctx, out, &l1, in, (int)n) == 1 && EVP_EncryptFinal_ex(ctx, out + l1, &l2) == 1);
+  EVP_CIPHER_CTX_free(ctx);
+  return (size_t)l1 + (size_t)l2;
+}
+
+/* The first 48 bytes are the key and the iv, the rest the ciphertext (any
+ * length: the length checks come first) and, encrypted, a plaintext. */
+static void check_decrypt(const uint8_t *data, size_t size) {
+  const uint8_t *key, *iv, *rest;
+  size_t n, out_len = 12345, ct_len;
+  uint8_t *out, *ref, *ct;
+  long ref_len;
+  int rc;
+  if (size < 48) return;
+  key = data, iv = data + 32, rest = data + 48, n = size - 48;
+  out = malloc(n + 32), ref = malloc(n + 32), ct = malloc(n + 32);
+  assert(out && ref && ct);
+  rc = hd_aes256cbc_decrypt(key, iv, rest, n, out, &out_len);
+  if (n == 0) {
+    assert(rc == HD_DECRYPT_EMPTY && out_len == 0);
+  } else if (n % 16 != 0) {
+    assert(rc == HD_DECRYPT_LENGTH && out_len == 0);
+  } else {
+    ref_len = ref_decrypt(key, iv, rest, n, ref);
+    if (ref_len < 0) {
+      assert(rc == HD_DECRYPT_PADDING && out_len == 0);
+    } else {
+      assert(rc == HD_DECRYPT_OK && out_len == (size_t)ref_len && out_len < n && n - out_len <= 16);
+      assert(memcmp(out, ref, out_len) == 0);
+    }
+  }
+  assert(strcmp(hd_decrypt_strerror(rc), "") != 0);
+  /* the round trip: what OpenSSL encrypts (padded) decrypts to itself */
+  ct_len = encrypt(key, iv, rest, n, ct);
+  assert(ct_len == (n / 16 + 1) * 16);
+  assert(hd_aes256cbc_decrypt(key, iv, ct, ct_len, out, &out_len) == HD_DECRYPT_OK);
+  assert(out_len == n && memcmp(out, rest, n) == 0);
+  /* cut short, or one block less: refused, never read past the end */
+  assert(hd_aes256cbc_decrypt(key, iv, ct, ct_len - 1, out, &out_len) == HD_DECRYPT_LENGTH);
+  free(out);
+  free(ref);
+  free(ct);
+}
+
+/* SHA-256 over the input cut in up to three parts equals the one-shot
+ * digest; hd_equal agrees with memcmp. */
+static void check_sha256_equal(const uint8_t *data, size_t size) {
+  unsigned char a[HD_SHA256_LEN], b[HD_SHA256_LEN];
+  unsigned int blen = 0;
+  size_t cut1 = size ? data[0] % (size + 1) : 0, cut2 = size > 1 ? data[1] % (size + 1) : 0, half = size / 2;
+  const char *parts[3];
+  size_t lens[3];
+  if (cut1 > cut2) {
+    size_t t = cut1;
+    cut1 = cut2, cut2 = t;
+  }
+  parts[0] = (const char *)data, lens[0] = cut1;
+  parts[1] = (const char *)data + cut1, lens[1] = cut2 - cut1;
+  parts[2] = (const char *)data + cut2, lens[2] = size - cut2;
+  assert(hd_sha256(3, parts, lens, a) == 0);
+  assert(EVP_Digest(data, size, b, &blen, EVP_sha256(), NULL) == 1 && blen == 32);
+  assert(memcmp(a, b, 32) == 0);
+  assert(hd_equal(data, data + half, half) == (memcmp(data, data + half, half) == 0));
+  assert(hd_equal(data, data, size));
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check_fields((const char *)data, size);
   check_base64(data, size);
   check_buf(data, size);
   check_header_checks(data, size);
   check_utf8(data, size);
+  check_base64_decode(data, size);
+  check_decrypt(data, size);
+  check_sha256_equal(data, size);
   return 0;
 }

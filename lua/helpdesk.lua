@@ -17,6 +17,7 @@ local config = require "helpdesk.config"
 local message = require "helpdesk.message"
 local clock = require "helpdesk.clock"
 local store = require "helpdesk.store"
+local events = require "helpdesk.events"
 
 local error, ipairs = error, ipairs
 
@@ -27,6 +28,8 @@ local M = {
   FEISHU_BASE_URL = config.FEISHU_BASE_URL,
   --- `"https://open.larksuite.com"`, the `base_url` for Lark (also `base_url = "lark"`).
   LARK_BASE_URL = config.LARK_BASE_URL,
+  --- @{helpdesk.events}: receiving the events Feishu pushes (`helpdesk.events.new{…}`).
+  events = events,
 }
 
 for _, name in ipairs({ "text", "image", "post", "link", "at", "img", "card", "decode_content", "text_of" }) do

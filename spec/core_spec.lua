@@ -286,3 +286,86 @@ describe("helpdesk.core", function()
     assert.is_true(core.monotime() - t0 >= 0.009)
   end)
 end)
+
+describe("helpdesk.core cryptography", function()
+  local openssl = require "openssl"
+  local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+
+  it("sha256: the FIPS 180-2 vectors, over one string or several", function()
+    assert.are.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", hex(core.sha256("")))
+    assert.are.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", hex(core.sha256("abc")))
+    assert.are.equal("248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+      hex(core.sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
+    assert.are.equal(hex(core.sha256("abc")), hex(core.sha256("a", "", "bc")))
+    local long = string.rep("\0\1\255x", 50000)
+    assert.are.equal(openssl.sha256_hex(long), hex(core.sha256(long)))
+    assert.has_error(function() core.sha256() end)
+    assert.has_error(function() core.sha256("a", {}) end)
+  end)
+
+  it("equal: equal strings only", function()
+    assert.is_true(core.equal("", ""))
+    assert.is_true(core.equal("abc\0d", "abc\0d"))
+    assert.is_false(core.equal("abc\0d", "abc\0e"))
+    assert.is_false(core.equal("abc", "ab"))
+    assert.is_false(core.equal("", "a"))
+    assert.has_error(function() core.equal("a", nil) end)
+  end)
+
+  it("base64_decode: the RFC 4648 vectors, and nothing but strict base64", function()
+    local vectors = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
+                      fooba = "Zm9vYmE=", foobar = "Zm9vYmFy", ["\0\255\254"] = "AP/+" }
+    for want, text in pairs(vectors) do assert.are.equal(want, core.base64_decode(text)) end
+    local long = string.rep("\0\1\2\253\254\255", 3000)
+    assert.are.equal(long, core.base64_decode(openssl.base64(long)))
+    for _, bad in ipairs({ "Zg", "Zg=", "Zh==", "Zm9=", "Z===", "====", "Zg==Zg==", "Zm9v\n", " Zm9v", "Zm-v",
+                           "Zm_v", "Zm9v=", "Zm\0v" }) do
+      local v, err = core.base64_decode(bad)
+      assert.is_nil(v, bad)
+      assert.are.equal("not strict base64 (RFC 4648 alphabet, padded, no spaces)", err)
+    end
+  end)
+
+  it("aes256cbc_decrypt: the documents' test vector", function()
+    local raw = core.base64_decode("P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk=")
+    assert.are.equal("hello world", core.aes256cbc_decrypt(core.sha256("test key"), raw:sub(1, 16), raw:sub(17)))
+  end)
+
+  it("aes256cbc_decrypt: what openssl enc encrypts, for every padding length", function()
+    local key, iv = core.sha256("k"), openssl.unhex("000102030405060708090a0b0c0d0e0f")
+    for n = 0, 33 do
+      local plain = string.rep("x", n) .. (n > 0 and "\0" or "")
+      local ct = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", plain)
+      assert.are.equal(plain, core.aes256cbc_decrypt(key, iv, ct))
+    end
+  end)
+
+  it("aes256cbc_decrypt: nil and a reason for bad lengths and padding, never a raise", function()
+    local key, iv = core.sha256("k"), openssl.unhex("000102030405060708090a0b0c0d0e0f")
+    local ct = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", "0123456789abcdef0123456789")
+    local function fails(why, ...)
+      local v, err = core.aes256cbc_decrypt(...)
+      assert.is_nil(v)
+      assert.are.equal(why, err)
+    end
+    fails("key must be 32 bytes", key:sub(2), iv, ct)
+    fails("key must be 32 bytes", key .. "x", iv, ct)
+    fails("iv must be 16 bytes", key, iv:sub(2), ct)
+    fails("ciphertext is empty", key, iv, "")
+    fails("ciphertext length is not a multiple of 16", key, iv, ct:sub(1, 31))
+    fails("ciphertext length is not a multiple of 16", key, iv, ct .. "x")
+    fails("bad padding (wrong key, or damaged ciphertext)", core.sha256("other"), iv, ct)
+    fails("bad padding (wrong key, or damaged ciphertext)", key, iv, ct:sub(1, 16)) -- a block short
+    -- padded by hand: the last byte says 3, the two before it are not 3
+    local bad = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", "0123456789abc\1\2\3", true)
+    fails("bad padding (wrong key, or damaged ciphertext)", key, iv, bad)
+    local zero = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", "0123456789abcde\0", true)
+    fails("bad padding (wrong key, or damaged ciphertext)", key, iv, zero)
+    local big = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", "0123456789abcde\17", true)
+    fails("bad padding (wrong key, or damaged ciphertext)", key, iv, big)
+    local full = openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", string.rep("\16", 16), true)
+    assert.are.equal("", core.aes256cbc_decrypt(key, iv, full))
+    assert.has_error(function() core.aes256cbc_decrypt(key, iv, nil) end)
+    assert.has_error(function() core.aes256cbc_decrypt({}, iv, ct) end)
+  end)
+end)

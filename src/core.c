@@ -15,6 +15,7 @@
 #include <lua.h>
 
 #include "compat.h"
+#include "crypto.h"
 #include "wire.h"
 
 #define HANDLE_MT "helpdesk.core.handle"
@@ -583,6 +584,80 @@ static int core_base64(lua_State *L) {
   return 1;
 }
 
+/* core.base64_decode(s) -> the bytes of the strict base64 text s
+ * -> nil, reason (any other text: see hd_base64_decode) */
+static int core_base64_decode(lua_State *L) {
+  size_t n, out_len;
+  const char *s = luaL_checklstring(L, 1, &n);
+  /* a userdata, not malloc: nothing to free if a push below raises */
+  unsigned char *out = (unsigned char *)lua_newuserdata(L, n / 4 * 3 + 1);
+  if (hd_base64_decode(s, n, out, &out_len) != 0) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "not strict base64 (RFC 4648 alphabet, padded, no spaces)");
+    return 2;
+  }
+  lua_pushlstring(L, (const char *)out, out_len);
+  return 1;
+}
+
+/* core.sha256(s, ...) -> the SHA-256 of the concatenated strings, as 32
+ * raw bytes (lower-case hex is the Lua side's business). Raises on a
+ * non-string argument, or when libcrypto fails. */
+static int core_sha256(lua_State *L) {
+  int n = lua_gettop(L), i;
+  const char *parts[16];
+  size_t lens[16];
+  unsigned char md[HD_SHA256_LEN];
+  luaL_argcheck(L, n >= 1 && n <= 16, n < 1 ? 1 : 17, "1 to 16 strings");
+  for (i = 0; i < n; i++) parts[i] = luaL_checklstring(L, i + 1, &lens[i]);
+  if (hd_sha256((size_t)n, parts, lens, md) != 0) return luaL_error(L, "sha256: libcrypto failed");
+  lua_pushlstring(L, (const char *)md, sizeof md);
+  return 1;
+}
+
+/* core.aes256cbc_decrypt(key, iv, ciphertext) -> plaintext
+ * -> nil, reason: a key not of 32 bytes, an iv not of 16, a ciphertext
+ *    empty or not a multiple of 16 bytes, bad PKCS#7 padding.
+ * Raises only on arguments that are not strings. */
+static int core_aes256cbc_decrypt(lua_State *L) {
+  size_t key_len, iv_len, n, out_len;
+  const char *key = luaL_checklstring(L, 1, &key_len);
+  const char *iv = luaL_checklstring(L, 2, &iv_len);
+  const char *in = luaL_checklstring(L, 3, &n);
+  unsigned char *out;
+  int rc;
+  const char *why = NULL;
+  if (key_len != HD_AES_KEY_LEN) why = "key must be 32 bytes";
+  else if (iv_len != HD_AES_BLOCK) why = "iv must be 16 bytes";
+  if (why) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  /* a userdata, collected with the rest: no free to forget if Lua raises */
+  out = (unsigned char *)lua_newuserdata(L, n + HD_AES_BLOCK); /* EVP's contract */
+  rc = hd_aes256cbc_decrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n, out,
+                            &out_len);
+  if (rc != HD_DECRYPT_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, hd_decrypt_strerror(rc));
+    return 2;
+  }
+  lua_pushlstring(L, (const char *)out, out_len);
+  return 1;
+}
+
+/* core.equal(a, b) -> whether the strings are equal, compared in a time
+ * that depends on their lengths only (CRYPTO_memcmp); strings of different
+ * lengths are unequal at once (the length of a signature is no secret). */
+static int core_equal(lua_State *L) {
+  size_t na, nb;
+  const char *a = luaL_checklstring(L, 1, &na);
+  const char *b = luaL_checklstring(L, 2, &nb);
+  lua_pushboolean(L, na == nb && hd_equal(a, b, na));
+  return 1;
+}
+
 /* core.utf8_valid(s) -> true, or false and the 1-based position of the
  * first byte that does not begin a well-formed UTF-8 character */
 static int core_utf8_valid(lua_State *L) {
@@ -692,6 +767,10 @@ static const luaL_Reg core_functions[] = {
     {"new", core_new},
     {"multi", core_multi},
     {"base64", core_base64},
+    {"base64_decode", core_base64_decode},
+    {"sha256", core_sha256},
+    {"aes256cbc_decrypt", core_aes256cbc_decrypt},
+    {"equal", core_equal},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
     {"utf8_valid", core_utf8_valid},

@@ -131,3 +131,43 @@ size_t hd_utf8_valid_len(const unsigned char *s, size_t n) {
   }
   return n;
 }
+
+/* The value of a base64 digit, or -1 */
+static int b64_digit(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+') return 62;
+  if (c == '/') return 63;
+  return -1;
+}
+
+int hd_base64_decode(const char *in, size_t n, unsigned char *out, size_t *out_len) {
+  size_t i, j = 0, pad = 0;
+  *out_len = 0;
+  if (n % 4 != 0) return -1;
+  if (n && in[n - 1] == '=') pad = in[n - 2] == '=' ? 2 : 1;
+  for (i = 0; i < n; i += 4) {
+    int d[4], k, last = i + 4 == n;
+    uint32_t v;
+    for (k = 0; k < 4; k++) {
+      /* '=' only in the last group's last pad places */
+      if (last && k >= 4 - (int)pad) {
+        d[k] = 0;
+        continue;
+      }
+      d[k] = b64_digit((unsigned char)in[i + (size_t)k]);
+      if (d[k] < 0) return -1;
+    }
+    v = (uint32_t)d[0] << 18 | (uint32_t)d[1] << 12 | (uint32_t)d[2] << 6 | (uint32_t)d[3];
+    if (last && pad) {
+      /* the bits past the last byte must be zero (canonical text only) */
+      if ((pad == 1 && (v & 0xFF)) || (pad == 2 && (v & 0xFFFF))) return -1;
+    }
+    out[j++] = (unsigned char)(v >> 16);
+    if (!(last && pad == 2)) out[j++] = (unsigned char)(v >> 8);
+    if (!(last && pad >= 1)) out[j++] = (unsigned char)v;
+  }
+  *out_len = j;
+  return 0;
+}

@@ -20,6 +20,11 @@ void hd_buf_free(hd_buf *b);
 size_t hd_base64_len(size_t n);
 /* Writes the padded base64 of in[0..n) to out (hd_base64_len(n) bytes). */
 void hd_base64_encode(const unsigned char *in, size_t n, char *out);
+/* Decodes the strict base64 text in[0..n) (RFC 4648 section 4: the standard
+ * alphabet, padded with '=' to a multiple of 4, no spaces or line breaks,
+ * zero bits after the last byte) into out (room for n / 4 * 3 bytes).
+ * Returns 0 with *out_len set, or -1 on any other text. */
+int hd_base64_decode(const char *in, size_t n, unsigned char *out, size_t *out_len);
 
 /* One "Name: value" header field of a response head. */
 typedef struct {

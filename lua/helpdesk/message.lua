@@ -215,12 +215,14 @@ function M.decode_content(msg)
   return v
 end
 
---- The plain text of a listed text message.
--- @tab msg a message from a listing
+--- The plain text of a listed text message, or of a ticket message event
+-- (`helpdesk.ticket_message.created_v1` from @{helpdesk.events}).
+-- @tab msg a message from a listing, or an event
 -- @treturn[1] string
 -- @return[2] nil
 -- @treturn[2] helpdesk.errors.Error `invalid` for a message that is not text
 function M.text_of(msg)
+  if type(msg) == "table" and msg.event_type ~= nil then return require("helpdesk.events").text_of(msg) end
   local c, err = M.decode_content(msg)
   if not c then return nil, err end
   local text = c.content

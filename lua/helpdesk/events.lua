@@ -1,0 +1,394 @@
+--- Receiving the events Feishu pushes to an app's callback URL: the URL
+-- verification, the verification token, the signature, the timestamp and
+-- the decryption, checked the way the official SDKs do (and stricter, see
+-- the README's "Events"), and the helpdesk events read as native Lua tables.
+-- Also `require("helpdesk").events`.
+-- @module helpdesk.events
+-- @usage
+-- local events = require "helpdesk.events"
+-- local receiver = assert(events.new{
+--   verification_token = os.getenv("FEISHU_VERIFICATION_TOKEN"),
+--   encrypt_key = os.getenv("FEISHU_ENCRYPT_KEY"),
+-- })
+-- local ev, err = receiver:decode(headers, raw_body)
+-- if not ev then --[[ answer 400: tostring(err) ]] elseif ev.challenge then
+--   --[[ answer 200 with {"challenge": ev.challenge} ]]
+-- elseif ev.event_type == "helpdesk.ticket_message.created_v1" then
+--   print(events.ticket_id(ev), events.message_type(ev), events.text_of(ev))
+-- end
+local core = require "helpdesk.core"
+local errors = require "helpdesk.errors"
+local json = require "helpdesk.json"
+local validate = require "helpdesk.validate"
+
+local type, pairs, next, tostring, tonumber, setmetatable = type, pairs, next, tostring, tonumber, setmetatable
+local floor, abs, time = math.floor, math.abs, os.time
+local tointeger = math.tointeger or function(x) return x end
+local sha256, equal, base64_decode, aes_decrypt = core.sha256, core.equal, core.base64_decode, core.aes256cbc_decrypt
+local invalid = errors.invalid
+
+local M = {
+  --- The default `max_body_size`: 1 MiB (Feishu's events are a few KiB).
+  MAX_BODY = 1024 * 1024,
+  --- The default `max_skew`: 300 seconds.
+  MAX_SKEW = 300,
+}
+
+-- The receivers' secrets, out of reach of anyone who prints a receiver.
+local private = setmetatable({}, { __mode = "k" })
+
+local Receiver = { __name = "helpdesk.events.receiver" }
+Receiver.__index = Receiver
+Receiver.__tostring = function() return "helpdesk.events.receiver" end
+M.Receiver = Receiver
+
+local OPTIONS = { verification_token = true, encrypt_key = true, max_skew = true, max_body_size = true }
+
+--- A new receiver.
+-- @tparam table opts `verification_token` and `encrypt_key` (the app's
+-- "Encrypt Key" and "Verification Token" of its event subscription; at
+-- least one of them), `max_skew` (seconds that `X-Lark-Request-Timestamp`
+-- may be away from this host's clock, default 300; `false` turns the check
+-- off), `max_body_size` (bytes, default 1 MiB). An unknown option is an error.
+-- @treturn[1] helpdesk.events.Receiver the receiver
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error an `invalid` error naming the option (never its value)
+function M.new(opts)
+  if type(opts) ~= "table" then return nil, invalid("options", "must be a table") end
+  local ok, err = validate.known_keys("options", opts, OPTIONS)
+  if not ok then return nil, err end
+  local p = {}
+  for _, k in pairs({ "verification_token", "encrypt_key" }) do
+    if opts[k] ~= nil then
+      p[k], err = validate.secret(k, opts[k])
+      if not p[k] then return nil, err end
+    end
+  end
+  if not p.verification_token and not p.encrypt_key then
+    return nil, invalid("verification_token", "is missing: give verification_token, encrypt_key or both")
+  end
+  if p.encrypt_key then p.aes_key = sha256(p.encrypt_key) end
+  if opts.max_skew == false then
+    p.max_skew = false
+  else
+    p.max_skew = validate.seconds("max_skew", opts.max_skew or M.MAX_SKEW)
+    if not p.max_skew then
+      return nil, invalid("max_skew", "must be a number of seconds above 0 and at most 86400, or false")
+    end
+  end
+  p.max_body, err = validate.integer("max_body_size", opts.max_body_size or M.MAX_BODY, 1024)
+  if not p.max_body then return nil, err end
+  local r = setmetatable({}, Receiver)
+  private[r] = p
+  return r
+end
+
+local function hex(s)
+  return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end))
+end
+
+-- The four headers the receiver reads, found whatever their case. A value
+-- is a string, or a list of one (OpenResty's ngx.req.get_headers() gives a
+-- list for a repeated header: more than one is refused).
+local WANTED = {
+  ["x-lark-signature"] = "signature", ["x-lark-request-timestamp"] = "timestamp",
+  ["x-lark-request-nonce"] = "nonce",
+}
+
+local function read_headers(headers)
+  local h = {}
+  if headers == nil then return h end
+  if type(headers) ~= "table" then return nil, invalid("headers", "must be a table of request headers") end
+  for k, v in pairs(headers) do
+    local name = type(k) == "string" and WANTED[k:lower()]
+    if name then
+      if type(v) == "table" then
+        if v[2] ~= nil then return nil, invalid("headers", "repeat " .. k) end
+        v = v[1]
+      end
+      if type(v) ~= "string" then return nil, invalid("headers", k .. " must be a string") end
+      h[name] = v
+    end
+  end
+  return h
+end
+
+-- The text of a decrypted "encrypt", or nil: one message for every way it
+-- fails (base64, length, padding, JSON) so that no answer tells them apart.
+local UNDECRYPTABLE = "does not decrypt to a JSON object (wrong encrypt_key, or a damaged payload)"
+
+local function decrypt(aes_key, encrypt)
+  local raw = base64_decode(encrypt)
+  if not raw or #raw < 32 then return nil end
+  return aes_decrypt(aes_key, raw:sub(1, 16), raw:sub(17))
+end
+
+--- Decrypts an `encrypt` value as Feishu makes it: base64 of a 16-byte IV
+-- and the AES-256-CBC ciphertext under SHA-256(`encrypt_key`), PKCS#7 padded.
+-- @string encrypt_key
+-- @string encrypt
+-- @treturn[1] string the plaintext
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid`
+function M.decrypt(encrypt_key, encrypt)
+  if type(encrypt_key) ~= "string" or type(encrypt) ~= "string" then
+    return nil, invalid("encrypt", "and the encrypt_key must be strings")
+  end
+  local plain = decrypt(sha256(encrypt_key), encrypt)
+  if not plain then return nil, invalid("encrypt", "does not decrypt (wrong encrypt_key, or a damaged payload)") end
+  return plain
+end
+
+--- A receiver, made by @{new}.
+-- @type Receiver
+
+-- "1608725989000" or 1608725989000 -> 1608725989000 (an integer where the
+-- Lua has them), else nil.
+local function ms_integer(v)
+  if type(v) == "string" and v:match("^%d+$") and #v <= 15 then return tointeger(tonumber(v)) end
+  if type(v) == "number" and v >= 0 and v < 2 ^ 53 and v == floor(v) then return tointeger(v) end
+end
+
+-- v1's ts, seconds with a fraction ("1502199207.7171419") -> milliseconds.
+local function ts_ms(v)
+  if type(v) == "number" then v = ("%.3f"):format(v) end
+  if type(v) ~= "string" then return nil end
+  local s, frac = v:match("^(%d+)%.?(%d*)$")
+  if not s or #s > 12 then return nil end
+  return tointeger(tonumber(s) * 1000 + tonumber((frac .. "000"):sub(1, 3)))
+end
+
+-- A list decoded from JSON (keys 1..n, or empty): not an object.
+local function is_list(t)
+  return t[1] ~= nil or next(t) == nil
+end
+
+-- Feishu documents ticket.comments as an object and sends a list: always a list.
+local function fix_ticket(t)
+  if type(t) == "table" and type(t.comments) == "table" and not is_list(t.comments) then
+    t.comments = { t.comments }
+  end
+end
+
+local TICKET_MESSAGE = "helpdesk.ticket_message.created_v1"
+
+-- Evens out where Feishu is inconsistent (the README lists it).
+local function tolerate(ev)
+  local e = ev.event
+  if type(e) ~= "table" then return end
+  if ev.event_type == TICKET_MESSAGE then
+    local pos = e.position
+    if type(pos) == "number" then
+      e.position = (pos == floor(pos) and abs(pos) < 2 ^ 53) and ("%d"):format(pos) or tostring(pos)
+    end
+    fix_ticket(e.ticket)
+    if type(e.event_id) == "string" then ev.helpdesk_event_id = e.event_id end
+  elseif ev.event_type == "helpdesk.ticket.created_v1" then
+    fix_ticket(e)
+  elseif ev.event_type == "helpdesk.ticket.updated_v1" then
+    fix_ticket(e.object)
+    fix_ticket(e.old_object)
+  end
+end
+
+local function check_token(p, token)
+  if not p.verification_token then return true end
+  if type(token) ~= "string" or not equal(token, p.verification_token) then
+    return nil, invalid("token", "does not match the verification_token")
+  end
+  return true
+end
+
+local function check_signature(p, h, body)
+  if not (h.signature and h.timestamp and h.nonce) then
+    return nil, invalid("signature", "is missing: with an encrypt_key set, X-Lark-Signature, "
+      .. "X-Lark-Request-Timestamp and X-Lark-Request-Nonce are required")
+  end
+  local want = hex(sha256(h.timestamp, h.nonce, p.encrypt_key, body))
+  if not equal(want, h.signature:lower()) then
+    return nil, invalid("signature", "does not match the body (X-Lark-Signature)")
+  end
+  return true
+end
+
+local function check_timestamp(p, h)
+  if p.max_skew == false or h.timestamp == nil then return true end
+  local ts = h.timestamp:match("^%d+$") and #h.timestamp <= 12 and tonumber(h.timestamp)
+  if not ts then return nil, invalid("timestamp", "X-Lark-Request-Timestamp must be Unix seconds") end
+  local skew = ts - time()
+  if abs(skew) > p.max_skew then
+    return nil, invalid("timestamp", ("X-Lark-Request-Timestamp is %d s %s this host's clock (max_skew %s)")
+      :format(abs(skew), skew < 0 and "behind" or "ahead of", tostring(p.max_skew)))
+  end
+  return true
+end
+
+-- The event table of a v2 or v1 payload, or nil and an invalid error.
+local function shape(payload)
+  local ev
+  if payload.schema ~= nil then
+    local head = payload.header
+    if payload.schema ~= "2.0" or type(head) ~= "table" then
+      return nil, invalid("body", "has an unknown schema (not 2.0 with a header)")
+    end
+    if type(head.event_type) ~= "string" or type(head.event_id) ~= "string" then
+      return nil, invalid("body", "header needs event_type and event_id strings")
+    end
+    ev = {
+      schema = "2.0", event_type = head.event_type, event_id = head.event_id,
+      create_time = ms_integer(head.create_time), app_id = head.app_id, tenant_key = head.tenant_key,
+      event = payload.event,
+    }
+    return ev, nil, head.token
+  end
+  if payload.type == "event_callback" then
+    local e = payload.event
+    if type(e) ~= "table" or type(e.type) ~= "string" or type(payload.uuid) ~= "string" then
+      return nil, invalid("body", "v1 event_callback needs uuid and event.type")
+    end
+    ev = {
+      schema = "1.0", event_type = e.type, event_id = payload.uuid, create_time = ts_ms(payload.ts),
+      app_id = e.app_id, tenant_key = e.tenant_key, event = e,
+    }
+    return ev, nil, payload.token
+  end
+  return nil, invalid("body", "is neither a v2 event (schema 2.0), a v1 event_callback nor a url_verification")
+end
+
+--- Decodes and checks one request Feishu pushed. In order: the size, the
+-- JSON, the decryption (when the body is `{"encrypt": …}`), the URL
+-- verification (answered here: it carries no signature), the signature
+-- (required whenever an `encrypt_key` is set), the timestamp window, the
+-- verification token (on every event), the shape.
+-- @tparam table headers the request headers, names in any case (a value may
+-- be a list of one, as `ngx.req.get_headers()` gives); `nil` for none
+-- @string body the raw request body, byte for byte (the signature covers it)
+-- @treturn[1] table `{ challenge = "…" }` for the URL verification: answer
+-- `{"challenge":"…"}` with status 200
+-- @treturn[2] table an event: `schema` (`"2.0"` or `"1.0"`), `event_type`,
+-- `event_id` (the header's; v1: `uuid`), `create_time` (integer milliseconds),
+-- `app_id`, `tenant_key`, `event` (the event's body as Lua tables, ids strings,
+-- integers integers), and for a ticket message `helpdesk_event_id` (the inner
+-- `event.event_id`, which `answer_user_query` takes). The token is not kept.
+-- @return[3] nil
+-- @treturn[3] helpdesk.errors.Error `invalid`, `field` one of `body`,
+-- `headers`, `encrypt`, `signature`, `timestamp`, `token`; its message never
+-- holds the encrypt key or the token
+function Receiver:decode(headers, body)
+  local p = private[self]
+  if p == nil then return nil, invalid("receiver", "must be made by helpdesk.events.new") end
+  if type(body) ~= "string" then return nil, invalid("body", "must be a string (the raw request body)") end
+  if #body > p.max_body then
+    return nil, invalid("body", "is larger than max_body_size (" .. p.max_body .. " bytes)")
+  end
+  local h, err = read_headers(headers)
+  if not h then return nil, err end
+  local payload = json.decode(body)
+  if type(payload) ~= "table" or is_list(payload) then return nil, invalid("body", "is not a JSON object") end
+  if payload.encrypt ~= nil then
+    if not p.aes_key then return nil, invalid("encrypt", "arrived but no encrypt_key is set") end
+    local plain = type(payload.encrypt) == "string" and decrypt(p.aes_key, payload.encrypt)
+    payload = plain and json.decode(plain)
+    if type(payload) ~= "table" or is_list(payload) then return nil, invalid("encrypt", UNDECRYPTABLE) end
+  end
+  local ok
+  if payload.type == "url_verification" then
+    ok, err = check_token(p, payload.token)
+    if not ok then return nil, err end
+    if type(payload.challenge) ~= "string" then return nil, invalid("body", "url_verification needs a challenge") end
+    return { challenge = payload.challenge }
+  end
+  if p.encrypt_key then
+    ok, err = check_signature(p, h, body)
+    if not ok then return nil, err end
+  end
+  ok, err = check_timestamp(p, h)
+  if not ok then return nil, err end
+  local ev, token
+  ev, err, token = shape(payload)
+  if not ev then return nil, err end
+  ok, err = check_token(p, token)
+  if not ok then return nil, err end
+  tolerate(ev)
+  return ev
+end
+
+--- Readers of helpdesk events
+-- @section readers
+
+local SENDER_TYPES = { [1] = "bot", [2] = "guest", [3] = "agent" }
+
+local function body_of(ev)
+  return type(ev) == "table" and type(ev.event) == "table" and ev.event or nil
+end
+
+--- The ticket id of a helpdesk event (`event.ticket.ticket_id` of a ticket
+-- message, `event.ticket_id` of a created ticket, `event.object.ticket_id`
+-- of an updated one).
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn string|nil the ticket id, nil for other events
+function M.ticket_id(ev)
+  local e = body_of(ev)
+  if not e then return nil end
+  local t = ev.event_type
+  local id
+  if t == TICKET_MESSAGE then
+    id = type(e.ticket) == "table" and e.ticket.ticket_id
+  elseif t == "helpdesk.ticket.created_v1" then
+    id = e.ticket_id
+  elseif t == "helpdesk.ticket.updated_v1" then
+    id = type(e.object) == "table" and e.object.ticket_id
+  end
+  if type(id) == "string" then return id end
+  return nil
+end
+
+--- The message type of a ticket message event: `"text"`, `"post"`,
+-- `"image"`… (`event.msg_type`, else `event.content.msg_type`).
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn string|nil
+function M.message_type(ev)
+  local e = body_of(ev)
+  if not e or ev.event_type ~= TICKET_MESSAGE then return nil end
+  local t = e.msg_type
+  if type(t) ~= "string" and type(e.content) == "table" then t = e.content.msg_type end
+  if type(t) == "string" then return t end
+  return nil
+end
+
+--- Who wrote a ticket message: `{ type = "bot" | "guest" | "agent",
+-- type_code = n, open_id =, user_id =, union_id = }` (the ids when Feishu
+-- gives them: none for the bot).
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn table|nil nil for other events
+function M.sender(ev)
+  local e = body_of(ev)
+  if not e or ev.event_type ~= TICKET_MESSAGE then return nil end
+  local code = tonumber(e.sender_type)
+  local s = { type = SENDER_TYPES[code], type_code = code }
+  if type(e.sender_id) == "table" then
+    for _, k in pairs({ "open_id", "user_id", "union_id" }) do
+      if type(e.sender_id[k]) == "string" then s[k] = e.sender_id[k] end
+    end
+  end
+  return s
+end
+
+--- The plain text of a ticket message event of type text
+-- (`event.content.content`, else `event.text`); `helpdesk.text_of` takes
+-- such events too.
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn[1] string
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid` when it is not a text message event
+function M.text_of(ev)
+  local e = body_of(ev)
+  if e and ev.event_type == TICKET_MESSAGE and M.message_type(ev) == "text" then
+    local text = type(e.content) == "table" and e.content.content
+    if type(text) ~= "string" then text = e.text end
+    if type(text) == "string" then return text end
+  end
+  return nil, invalid("message", "is not a text ticket message event")
+end
+
+return M
