@@ -128,6 +128,55 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  describe("of a page that quotes a secret", function()
+    local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
+    -- distinctive secrets: none of their 4-byte pieces occurs in ordinary text
+    local SECRET = "Zq8xV2mK9pLw4NcR7tYbHj3D"
+    local HD_TOKEN = "Kx7pQ2vN8sLm4RtW9zYc"
+
+    -- Every 4-byte piece of each secret that shows in text.
+    local function pieces_shown(text, secrets)
+      local shown = {}
+      for _, s in ipairs(secrets) do
+        for i = 1, #s - 3 do
+          local piece = s:sub(i, i + 3)
+          if text:find(piece, 1, true) then shown[#shown + 1] = piece end
+        end
+      end
+      return shown
+    end
+
+    it("shows none of it, wherever the excerpt's cut falls", function()
+      local events = {}
+      local c = fake.client({ app_secret = SECRET, helpdesk_token = HD_TOKEN,
+        logger = function(e) if e.error then events[#events + 1] = e.error end end })
+      local auth = require("helpdesk.core").base64(fake.HELPDESK_ID .. ":" .. HD_TOKEN)
+      for pad = 60, 140 do
+        events = {}
+        local quoted = '"app_secret":"' .. SECRET .. '","auth":"' .. auth .. '","token":"' .. HD_TOKEN .. '"'
+        fake.fault({ path = TOKEN_PATH, status = 502, body = "<html>" .. string.rep("x", pad) .. quoted .. "</html>" })
+        local _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+        assert.are.equal("http", err.kind)
+        local texts = { tostring(err), err.msg }
+        for _, e in ipairs(events) do texts[#texts + 1] = e end
+        for _, text in ipairs(texts) do
+          local shown = pieces_shown(text, { SECRET, HD_TOKEN, auth })
+          assert.are.same({}, shown, "pad " .. pad .. ": " .. text)
+        end
+      end
+    end)
+
+    it("shows none of it when the page ends in the middle of a secret", function()
+      local c = fake.client({ app_secret = SECRET })
+      for keep = 1, #SECRET - 1 do
+        fake.fault({ path = TOKEN_PATH, status = 502, body = 'gateway: "app_secret":"' .. SECRET:sub(1, keep) })
+        local _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+        assert.are.equal("http", err.kind)
+        assert.is_nil(tostring(err):find(SECRET:sub(1, math.max(keep, 2)), 1, true), tostring(err))
+      end
+    end)
+  end)
+
   it("is a transport error when the answer is larger than max_body_size", function()
     local c = fake.client({ max_body_size = 2048 })
     fake.fault({ path = PATH, method = "GET", status = 200, body = string.rep(" ", 10000) .. "{}" })

@@ -17,7 +17,8 @@ local M = {}
 --   max_rate_limit_wait =, tokens =, limiter = (or nil), headers = function(tok),
 --   request = function(deadline) -> the core request fields but url, body, headers,
 --   log_request, log_response, log_retry = the logger's hooks, or nil,
---   closed = function() -> the error of a client closed meanwhile, or nil }
+--   closed = function() -> the error of a client closed meanwhile, or nil,
+--   secrets = function() -> the strings no error may show }
 -- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
 function M.run(b)
   local jobs, out = b.jobs, {}
@@ -117,7 +118,7 @@ function M.run(b)
         local i = job.i
         slot_job[r.slot] = nil
         in_flight = in_flight - 1
-        local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers)
+        local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers, b.secrets)
         if b.log_response then b.log_response(jobs[i].url, obj, err, clock.now() - job.t0) end
         if obj then
           out[i] = { obj = obj, meta = err }

@@ -97,7 +97,7 @@ local function core_request(c, method, url, headers, body, attempt)
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
     insecure = c.insecure, proxy = p.proxy,
-  })
+  }, p.secrets)
   if c.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
   return obj, err
 end
@@ -181,6 +181,7 @@ function M.new(opts)
   -- the fetch reaches its client through a weak reference (see private);
   -- only a call on the client fetches, so the client is there
   local weak = setmetatable({ c }, { __mode = "v" })
+  p.secrets = function() return secrets_of(weak[1]) end
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
     fetch = function(attempt) return fetch_token(weak[1], attempt) end,
@@ -469,6 +470,7 @@ function Client:send_ticket_messages(items, opts)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
       closed = function() return p.closed and closed_error() or nil end,
+      secrets = p.secrets,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
         if not a then return nil end

@@ -44,17 +44,56 @@ local function plain(s)
   return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
 end
 
+-- text with every secret in the list replaced by "***".
+local function redact_text(text, secrets)
+  for i = 1, #secrets do
+    local s = secrets[i]
+    if type(s) == "string" and #s >= 4 then text = text:gsub(plain(s), "***") end
+  end
+  return text
+end
+
 -- Replaces every secret in err.msg with "***": a last guard for messages
 -- that come from a server or from libcurl.
 function M.redact(err, secrets)
-  local msg = err.msg
-  if type(msg) ~= "string" then return err end
+  if type(err.msg) == "string" then err.msg = redact_text(err.msg, secrets) end
+  return err
+end
+
+-- text with a secret's beginning at its end (a page cut short, by the
+-- server or by the excerpt) replaced by "***": what is left of a secret
+-- is the secret, however short.
+local function redact_tail(text, secrets)
   for i = 1, #secrets do
     local s = secrets[i]
-    if type(s) == "string" and #s >= 4 then msg = msg:gsub(plain(s), "***") end
+    if type(s) == "string" and #s >= 4 then
+      for k = math.min(#s - 1, #text), 1, -1 do
+        if text:sub(-k) == s:sub(1, k) then
+          text = text:sub(1, -k - 1) .. "***"
+          break
+        end
+      end
+    end
   end
-  err.msg = msg
-  return err
+  return text
+end
+
+--- A short, printable excerpt of a server's text for an error message:
+-- the secrets in the list redacted in the whole text first, then cut to
+-- limit bytes (default 120), then any beginning of a secret left at the end
+-- redacted too.
+-- @string text what the server sent
+-- @tab secrets the strings that must not show
+-- @int[opt=120] limit
+-- @treturn string
+function M.excerpt(text, secrets, limit)
+  limit = limit or 120
+  text = redact_tail(redact_text(text, secrets or {}), secrets or {})
+  local cut = text:sub(1, limit)
+  if #text > limit then cut = redact_tail(cut, secrets or {}) end
+  cut = cut:gsub("[%c]+", " ")
+  if #text > limit then cut = cut .. "…" end
+  return cut
 end
 
 --- An error. Only the fields that apply are set.

@@ -8,6 +8,10 @@ local new_error = errors.new
 
 local M = {}
 
+local function excerpt(text, secrets)
+  return errors.excerpt(text, secrets and secrets() or {})
+end
+
 local function log_id_of(headers, body)
   local id = headers["x-tt-logid"] or headers["x-request-id"]
   if id == nil and type(body) == "table" and type(body.error) == "table" then
@@ -16,12 +20,6 @@ local function log_id_of(headers, body)
   return id
 end
 
--- A short, printable excerpt of a body that is not what was expected.
-local function excerpt(body)
-  local s = body:sub(1, 120):gsub("[%c]+", " ")
-  if #body > 120 then s = s .. "…" end
-  return s
-end
 
 -- The seconds a rate-limit answer says to wait: whole seconds, at most a
 -- day; anything else (a negative, NaN, hex, a date) is as if not said.
@@ -57,13 +55,16 @@ end
 
 -- req: the core's request table. Returns the decoded JSON object and
 -- { status =, log_id = }, or nil and an error.
-function M.exchange(handle, req)
-  return M.answer(handle:request(req))
+-- secrets: a function that returns the strings no excerpt of the answer may
+-- show (called only for an answer that needs an excerpt).
+function M.exchange(handle, req, secrets)
+  local status, body, headers = handle:request(req)
+  return M.answer(status, body, headers, secrets)
 end
 
 -- What the core returned for one request (status, body, headers, or nil and
--- the error info), sorted the same way.
-function M.answer(status, body, headers)
+-- the error info), sorted the same way; secrets as for exchange.
+function M.answer(status, body, headers, secrets)
   if not status then return nil, transport_error(body) end
 
   local decoded = json.decode(body)
@@ -76,7 +77,7 @@ function M.answer(status, body, headers)
   if status >= 200 and status < 300 then
     if not obj then
       return nil, new_error("decode", { status = status, log_id = log_id,
-        msg = "answer is not a JSON object: " .. excerpt(body) })
+        msg = "answer is not a JSON object: " .. excerpt(body, secrets) })
     end
     if type(code) ~= "number" then
       return nil, new_error("decode", { status = status, log_id = log_id,
@@ -101,9 +102,9 @@ function M.answer(status, body, headers)
   local what = "HTTP " .. status
   if redirect then
     what = "unexpected redirect (not followed)"
-    if headers.location then what = what .. " to " .. excerpt(headers.location) end
+    if headers.location then what = what .. " to " .. excerpt(headers.location, secrets) end
   elseif body ~= "" then
-    what = what .. ": " .. excerpt(body)
+    what = what .. ": " .. excerpt(body, secrets)
   end
   return nil, new_error("http", { status = status, log_id = log_id, msg = what, retry_after = retry_after })
 end
