@@ -398,6 +398,34 @@ local function int_arg(v, min, max)
   return n, true
 end
 
+local hostile_page
+
+-- config.listing: a listing that misbehaves, for the iterator's own stops.
+-- "repeat": the same full page each time, no total; "endless": full pages of
+-- new messages, no total; "growing": new full pages, total one page ahead;
+-- "object": messages as a JSON object; "short": total 450, then an empty
+-- page after the first; "backwards": page 2 repeats page 1's messages.
+local function hostile_message(n)
+  return { id = "7" .. string.format("%018d", n), message_id = "om_h" .. n, message_type = "text",
+           content = cjson.encode({ text = "h" .. n }), created_at = 1700000000000 + n, user_name = "h" }
+end
+
+hostile_page = function(mode, page, size)
+  local out = {}
+  local first = (mode == "repeat" or (mode == "backwards" and page == 2)) and 1 or (page - 1) * size + 1
+  for n = first, first + size - 1 do out[#out + 1] = hostile_message(n) end
+  if mode == "repeat" or mode == "endless" then return ok({ messages = out }) end
+  if mode == "growing" then return ok({ messages = out, total = (page + 1) * size }) end
+  if mode == "backwards" then return ok({ messages = out, total = 10 * size }) end
+  if mode == "object" then
+    local obj = {}
+    for i, m in ipairs(out) do obj["m" .. i] = m end
+    return ok({ messages = obj, total = 450 })
+  end
+  if mode == "short" and page == 1 then return ok({ messages = out, total = 450 }) end
+  return send(200, nil, '{"code":0,"msg":"success","data":{"messages":[],"total":450}}')
+end
+
 local function list_messages(ticket_id)
   local args = ngx.req.get_uri_args()
   local page, ok1 = int_arg(args.page, 1)
@@ -406,6 +434,8 @@ local function list_messages(ticket_id)
   local t1, ok4 = int_arg(args.time_end, 0)
   if not (ok1 and ok2 and ok3 and ok4) then return bad_request("query") end
   page, size = page or 1, size or 20
+  local hostile = state.config.listing
+  if hostile then return hostile_page(hostile, page, size) end
   local t = ticket(ticket_id)
   -- without filters, pages come straight from the list (fast enough for the bench)
   local matched = (t0 or t1) and {} or t.messages

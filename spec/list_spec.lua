@@ -121,3 +121,77 @@ describe("listing", function()
     end)
   end)
 end)
+
+describe("the ticket-message iterator against a server that misbehaves", function()
+  local errors = require "helpdesk.errors"
+  local client
+  before_each(function()
+    fake.reset()
+    client = fake.client({ rate_limit = false })
+  end)
+  after_each(function() fake.config({ listing = false }) end)
+
+  -- Walks the listing in mode, at most limit messages (a bound of the spec's
+  -- own, far past any stop the iterator should make). Returns how many
+  -- were yielded, the error raised (or nil) and the pages asked for.
+  local function walk(mode, limit)
+    fake.config({ listing = mode })
+    local before = #fake.requests_to(PATH)
+    local n = 0
+    local ok, err = pcall(function()
+      for _ in client:ticket_messages(fake.TICKET) do
+        n = n + 1
+        if n >= limit then return end
+      end
+    end)
+    return n, (not ok) and err or nil, #fake.requests_to(PATH) - before
+  end
+
+  local function assert_decode(err, what)
+    assert.is_true(errors.is(err), "raised " .. tostring(err))
+    assert.are.equal("decode", err.kind)
+    assert.matches(what, err.msg, 1, true)
+  end
+
+  it("stops at a page that repeats the last one, no total given", function()
+    local n, err, pages = walk("repeat", 10000)
+    assert_decode(err, "repeats")
+    assert.are.equal(200, n)
+    assert.are.equal(2, pages)
+  end)
+
+  it("stops at a page that holds messages of the page before, with a total", function()
+    local n, err = walk("backwards", 10000)
+    assert_decode(err, "repeats")
+    assert.are.equal(200, n)
+  end)
+
+  it("keeps to the first page's total when each page says there is one more", function()
+    local n, err, pages = walk("growing", 10000)
+    assert.is_nil(err)
+    assert.are.equal(400, n)
+    assert.are.equal(2, pages)
+  end)
+
+  it("raises a decode error for messages given as an object, yielding nothing", function()
+    local n, err = walk("object", 10000)
+    assert_decode(err, "data.messages is not a list")
+    assert.are.equal(0, n)
+    local page, perr = client:list_ticket_messages(fake.TICKET)
+    assert.is_nil(page)
+    assert.are.equal("decode", perr.kind)
+  end)
+
+  it("raises a decode error when the pages run out before the total", function()
+    local n, err = walk("short", 10000)
+    assert_decode(err, "200 of the 450")
+    assert.are.equal(200, n)
+  end)
+
+  it("stops after 100,000 messages when pages never end and no total is given", function()
+    local n, err, pages = walk("endless", 150000)
+    assert_decode(err, "100000")
+    assert.are.equal(100000, n)
+    assert.are.equal(501, pages) -- the 501st shows there is no end
+  end)
+end)

@@ -549,19 +549,22 @@ local function list_page(c, id, q, call_opts)
   if not data then return nil, meta end
   local messages = data.messages
   if messages == nil then messages = {} end
-  if type(messages) ~= "table" then
+  -- a JSON object here would read as an empty list (no [1]): counted with
+  -- next, so that it is an error, not an end
+  local n = type(messages) == "table" and validate.list_length(messages)
+  if not n then
     return nil, M.decode_error("answer's data.messages is not a list", meta)
   end
-  for i = 1, #messages do
+  for i = 1, n do
     if type(messages[i]) ~= "table" then
       return nil, M.decode_error("answer's data.messages holds a non-object", meta)
     end
   end
   local total = data.total
-  if total ~= nil and type(total) ~= "number" then
-    return nil, M.decode_error("answer's data.total is not a number", meta)
+  if total ~= nil and not (type(total) == "number" and total >= 0 and total < 2 ^ 53 and total % 1 == 0) then
+    return nil, M.decode_error("answer's data.total is not a count", meta)
   end
-  return { messages = messages, total = total }
+  return { messages = messages, total = total }, meta
 end
 
 --- One page of a ticket's messages.
@@ -581,12 +584,30 @@ function Client:list_ticket_messages(ticket_id, query, opts)
   if not q then return nil, qerr end
   local call_opts, oerr = validate.call_opts(opts)
   if not call_opts then return nil, oerr end
-  return list_page(self, id, q, call_opts)
+  local page, perr = list_page(self, id, q, call_opts)
+  if not page then return nil, perr end
+  return page
+end
+
+-- Without a total, a listing that has not ended after this many messages
+-- never will: a ticket holds far fewer.
+M.MAX_UNTOLD = 100000
+
+-- A message's identity on a page: its id, or message_id.
+local function id_of(m)
+  local id = m.id or m.message_id
+  return id ~= nil and tostring(id) or nil
 end
 
 --- An iterator over every message of a ticket, 200 a page unless
 -- `query.page_size` says otherwise. It raises the error object when a page
 -- fails (or the input is invalid), so a loop never ends as if complete.
+-- It stops by itself on a server that misbehaves, with a `decode` error: a
+-- page that repeats messages of the page before it, pages that run out
+-- before the first page's `total`, or, with no `total` at all, pages that go
+-- on past 100,000 messages (`MAX_UNTOLD` of this module). It never yields more than the first page's
+-- `total` (what was there when the listing began; messages that arrive
+-- meanwhile are for the next listing).
 -- @string ticket_id
 -- @tab[opt] query as for @{Client:list_ticket_messages}
 -- @tab[opt] opts as for @{Client:send_ticket_message}
@@ -604,20 +625,63 @@ function Client:ticket_messages(ticket_id, query, opts)
   q.page = q.page or 1
   q.page_size = q.page_size or 200
 
-  local buffer, i, seen, done, total = {}, 0, 0, false, nil
+  local buffer, i, seen, done, total, cap = {}, 0, 0, false, nil, nil
+  local last_ids = {} -- the ids of the page before
+  local pending -- an error to raise once the page in hand is yielded
+  local function fail(msg, meta)
+    done, buffer, i = true, {}, 0
+    error(M.decode_error(msg, meta or {}), 0)
+  end
+  local function short(meta)
+    return M.decode_error(format("the pages ran out after %d of the %d messages the listing's first page announced",
+                                 seen, cap), meta)
+  end
   return function()
     if i < #buffer then
       i = i + 1
       return buffer[i], total
     end
+    if pending then
+      buffer = {}
+      error(pending, 0)
+    end
     if done then return nil end
     local page, perr = list_page(self, id, q, call_opts)
-    if not page then error(perr, 0) end
+    if not page then
+      done = true
+      error(perr, 0)
+    end
+    local n, meta = #page.messages, perr or {}
+    cap = cap or page.total
+    -- a page that gives back what the page before gave: the server is
+    -- going round, and would for ever
+    local ids = {}
+    for k = 1, n do
+      local mid = id_of(page.messages[k])
+      if mid then
+        if last_ids[mid] then
+          fail(format("page %d repeats message %s of the page before: the listing would not end", q.page, mid),
+               meta)
+        end
+        ids[mid] = true
+      end
+    end
+    last_ids = ids
+    if cap and seen + n > cap then n = cap - seen end -- never past the first total
+    if cap and n == 0 and seen < cap then
+      done = true
+      error(short(meta), 0)
+    end
+    if not cap and seen + n > M.MAX_UNTOLD then
+      fail(format("the listing passed %d messages with no total and no end in sight", M.MAX_UNTOLD), meta)
+    end
     buffer, i, total = page.messages, 0, page.total
-    seen = seen + #buffer
+    for k = #buffer, n + 1, -1 do buffer[k] = nil end
+    seen = seen + n
     q.page = q.page + 1
-    if #buffer < q.page_size or (total and seen >= total) then done = true end
-    if #buffer == 0 then return nil end
+    if #page.messages < q.page_size or (cap and seen >= cap) then done = true end
+    if cap and done and seen < cap then pending = short(meta) end
+    if n == 0 then return nil end
     i = 1
     return buffer[1], total
   end
