@@ -62,9 +62,11 @@ end
 
 local default_client
 
---- Sets up the client behind the module functions (replacing, and closing,
--- the one before). Without it, they use a client made from the `FEISHU_*`
--- environment on first use.
+--- Sets up the client behind the module functions, replacing the one
+-- before. Without it, they use a client made from the `FEISHU_*`
+-- environment on first use. The client before is not closed: a listing
+-- under way, or anyone else holding it, goes on with it, and its connection
+-- goes with it at garbage collection.
 -- @tparam table opts as for @{new}
 -- @treturn[1] helpdesk.client.Client the client
 -- @return[2] nil
@@ -72,7 +74,6 @@ local default_client
 function M.configure(opts)
   local c, err = client.new(opts)
   if not c then return nil, err end
-  if default_client then default_client:close() end
   default_client = c
   return c
 end

@@ -31,8 +31,8 @@ local function write(name, text)
   return name
 end
 
--- Runs `helpdesk args…` with env (false removes a variable) and stdin text;
--- returns exit code, stdout, stderr.
+-- Runs `helpdesk args…` with env (false removes a variable) and stdin text
+-- (or stdin_closed); returns exit code, stdout, stderr.
 local function helpdesk(args, opts)
   opts = opts or {}
   local env = {}
@@ -45,7 +45,8 @@ local function helpdesk(args, opts)
   parts[#parts + 1] = LUA .. " bin/helpdesk"
   for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
   write(TMP .. ".in", opts.stdin or "")
-  local cmd = table.concat(parts, " ") .. " <" .. TMP .. ".in >" .. (opts.stdout or TMP .. ".out")
+  local stdin = opts.stdin_closed and " <&-" or " <" .. TMP .. ".in"
+  local cmd = table.concat(parts, " ") .. stdin .. " >" .. (opts.stdout or TMP .. ".out")
   if opts.tty then
     -- stderr on a pseudo-terminal (script(1)); what it shows lands in .err
     cmd = "script -qec " .. quote(cmd .. "; echo $? >" .. TMP .. ".rc") .. " /dev/null >" .. TMP .. ".err"
@@ -408,6 +409,75 @@ describe("the helpdesk command", function()
       assert.are.equal(2, rc)
       assert.matches("--format must be jsonl or table", err, 1, true)
       assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("input it cannot read", function()
+    it("is a usage error naming the option, for a directory and a closed stdin", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. quote(dir)))
+      local cases = {
+        { { "send", fake.TICKET, "--json", dir }, "--json" },
+        { { "send", fake.TICKET, "--post", dir }, "--post" },
+        { { "bot", "oc_chat1", "--card", dir }, "--card" },
+        { { "send", fake.TICKET, "--text", "-" }, "--text", true },
+        { { "send", fake.TICKET, "--json", "-" }, "--json", true },
+        { { "send", fake.TICKET, "--post", "-" }, "--post", true },
+      }
+      for i, case in ipairs(cases) do
+        local rc, out, err = helpdesk(case[1], { stdin_closed = case[3] })
+        assert.are.equal(2, rc, "case " .. i .. ": " .. err)
+        assert.are.equal("", out)
+        assert.matches("^helpdesk: " .. case[2]:gsub("%-", "%%-") .. " [^\n]*cannot read[^\n]*\n$", err)
+        assert.is_nil(err:find("traceback", 1, true))
+      end
+      os.execute("rmdir " .. quote(dir))
+      assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("a listing that fails", function()
+    it("exits 4 when a page or its token fetch times out, after what it printed", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 250, start = 1700000000, step = 60 })
+      -- the second page hangs past the timeout, every try
+      fake.fault({ path = PATH, method = "GET", skip = 1, delay = 1.5, times = 10 })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--page-size", "100", "--timeout", "0.3" })
+      assert.are.equal(4, rc, err)
+      local n = 0
+      for _ in out:gmatch("[^\n]+") do n = n + 1 end
+      assert.are.equal(100, n)
+      fake.reset()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 5, start = 1700000000, step = 60 })
+      fake.fault({ path = "/open-apis/auth/v3/tenant_access_token/internal", delay = 1.5, times = 10 })
+      rc, out, err = helpdesk({ "messages", fake.TICKET, "--timeout", "0.3" })
+      assert.are.equal(4, rc, err)
+      assert.are.equal("", out)
+    end)
+
+    it("exits 1 for a page Feishu answered with nonsense", function()
+      fake.fault({ path = PATH, method = "GET", status = 200,
+        body = '{"code":0,"msg":"ok","data":{"messages":{"a":{"id":"1"}},"total":3}}' })
+      local rc, _, err = helpdesk({ "messages", fake.TICKET })
+      assert.are.equal(1, rc, err)
+      assert.matches("decode", err)
+    end)
+  end)
+
+  describe("JSON lines", function()
+    it("carry Feishu's numbers exactly, past 14 digits", function()
+      fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"msg":"ok","data":{"messages":['
+        .. '{"id":"1","message_id":"om_1","message_type":"text","content":"{\\"text\\":\\"x\\"}",'
+        .. '"created_at":1700000000123456,"ratio":0.1,"big":123456789012345678,"odd":"\\u0000N1"}],'
+        .. '"total":1}}' })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET })
+      assert.are.equal(0, rc, err)
+      assert.matches('"created_at":1700000000123456[,}]', out)
+      assert.matches('"ratio":0.1[,}]', out)
+      -- past 2^53 the decoder itself rounds: the nearest double, in full
+      assert.matches('"big":123456789012345680[,}]', out)
+      -- a string that looks like the placeholder inside stays a string
+      assert.are.equal("\0N1", cjson.decode(out).odd)
     end)
   end)
 

@@ -47,6 +47,24 @@ describe("module functions", function()
     assert(helpdesk.send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "m" } }))
   end)
 
+  it("let a running listing finish on the client it began with when configure replaces it", function()
+    local helpdesk = require "helpdesk"
+    fake.ticket({ ticket_id = fake.TICKET, messages = 450, start = 1700000000, step = 60 })
+    local old = assert(helpdesk.configure(fake.options()))
+    local n = 0
+    local ok, err = pcall(function()
+      for _ in helpdesk.ticket_messages(fake.TICKET) do
+        n = n + 1
+        if n == 200 then assert(helpdesk.configure(fake.options())) end
+      end
+    end)
+    assert.is_true(ok, tostring(err))
+    assert.are.equal(450, n)
+    -- the old client is not the default any more, but works for whoever holds it
+    assert(old:send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "old" } }))
+    assert.are_not.equal(old, (helpdesk.configure(fake.options())))
+  end)
+
   it("read FEISHU_* from the environment without configure", function()
     local out = run_with_env({
       FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,

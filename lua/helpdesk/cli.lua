@@ -187,17 +187,25 @@ local function client_options(flags, out)
   return opts
 end
 
-local function read_file(name, stdin)
-  if name == "-" then return stdin:read("*a") end
-  local f, err = io.open(name, "rb")
-  if not f then return nil, usage("cannot read " .. tostring(err)) end
-  local s = f:read("*a")
-  f:close()
+-- The whole of file name ("-": stdin) for --flag, or nil and a usage
+-- error: a directory, a closed stdin or a read error is bad input.
+local function read_file(flag, name, stdin)
+  local f, err = stdin, nil
+  if name ~= "-" then
+    f, err = io.open(name, "rb")
+    if not f then return nil, usage("--" .. flag .. " cannot read " .. tostring(err)) end
+  end
+  local ok, s, rerr = pcall(f.read, f, "*a")
+  if name ~= "-" then f:close() end
+  if not ok or type(s) ~= "string" then
+    return nil, usage("--" .. flag .. " cannot read " .. (name == "-" and "stdin" or name) .. ": "
+      .. tostring(ok and (rerr or "nothing to read") or s))
+  end
   return s
 end
 
 local function json_file(flag, name, stdin)
-  local text, err = read_file(name, stdin)
+  local text, err = read_file(flag, name, stdin)
   if not text then return nil, err end
   local v, jerr = json.decode(text)
   if type(v) ~= "table" then
@@ -208,7 +216,7 @@ end
 
 -- --post FILE: the post content as JSON, or plain text (title, then lines).
 local function post_message(name, lang, stdin)
-  local text, err = read_file(name, stdin)
+  local text, err = read_file("post", name, stdin)
   if not text then return nil, err end
   if text:match("^%s*{") then
     local v, jerr = json.decode(text)
@@ -228,7 +236,9 @@ end
 
 local function stdin_text(s, stdin)
   if s ~= "-" then return s end
-  return (stdin:read("*a"):gsub("[\r\n]+$", ""))
+  local text, err = read_file("text", "-", stdin)
+  if not text then return nil, err end
+  return (text:gsub("[\r\n]+$", ""))
 end
 
 -- The one message the flags describe (exactly one of the message flags).
@@ -243,7 +253,11 @@ local function message_from(flags, kinds, stdin)
     return nil, usage("give exactly one of " .. concat(names, ", "))
   end
   local kind, v = given[1], flags[given[1]]
-  if kind == "text" then return helpdesk.text(stdin_text(v, stdin)) end
+  if kind == "text" then
+    local text, err = stdin_text(v, stdin)
+    if not text then return nil, err end
+    return helpdesk.text(text)
+  end
   if kind == "image" then return helpdesk.image(v) end
   if kind == "post" then return post_message(v, flags.lang or "zh_cn", stdin) end
   local t, err = json_file(kind, v, stdin)
@@ -258,10 +272,52 @@ end
 -- @treturn int
 function M.exit_code(err, method)
   if getmetatable(err) == Usage or err.kind == "invalid" then return M.USAGE end
-  if err.sent then return M.MAYBE_SENT end
+  -- a GET changes nothing: its outcome is never unknown
+  if err.sent and method ~= "GET" then return M.MAYBE_SENT end
   -- a token fetch is as safe to repeat as a GET
   if err.kind == "rate_limit" or retry.retryable(err.token and "GET" or method, err) then return M.TRY_LATER end
   return M.FAILED
+end
+
+-- A number as JSON text that reads back as the same number: lua-cjson
+-- writes 14 significant digits, which alters created_at in microseconds.
+local function exact_number(x)
+  if x % 1 == 0 and x > -2 ^ 63 and x < 2 ^ 63 then return format("%d", x) end
+  for digits = 14, 17 do
+    local t = format("%." .. digits .. "g", x)
+    if tonumber(t) == x then return t end
+  end
+end
+
+-- A copy of v whose numbers that lua-cjson would alter are placeholders
+-- (and strings that begin with NUL, which could pass for one); the JSON
+-- text of each by its placeholder in exact.
+local function mark_numbers(v, exact)
+  if type(v) == "number" then
+    if v ~= v or v == math.huge or v == -math.huge or tonumber(format("%.14g", v)) == v then return v end
+    exact[#exact + 1] = exact_number(v)
+    return "\0N" .. #exact
+  end
+  if type(v) == "string" and v:sub(1, 1) == "\0" then
+    -- what could pass for a placeholder stands in for itself
+    exact[#exact + 1] = assert(json.encode(v))
+    return "\0N" .. #exact
+  end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = mark_numbers(x, exact) end
+  return out
+end
+
+-- One JSON line of a listed message, its numbers as Feishu sent them (as
+-- exactly as a double holds them).
+local function json_line(msg)
+  local exact = {}
+  local text = assert(json.encode(mark_numbers(msg, exact)))
+  if #exact > 0 then
+    text = text:gsub('"\\u0000N(%d+)"', function(i) return exact[tonumber(i)] end)
+  end
+  return text .. "\n"
 end
 
 local function fail(out, err, method)
@@ -463,7 +519,7 @@ function commands.messages(pos, flags, out)
   local ok, perr = pcall(function()
     for msg, total in c:ticket_messages(ticket, query) do
       count = count + 1
-      local written, werr = write_out(out, fmt == "jsonl" and assert(json.encode(msg)) .. "\n" or table_line(msg))
+      local written, werr = write_out(out, fmt == "jsonl" and json_line(msg) or table_line(msg))
       if not written then error(werr, 0) end
       if progress then show(total) end
     end
