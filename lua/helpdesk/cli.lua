@@ -190,8 +190,9 @@ end
 -- The whole of file name ("-": stdin) for --flag, or nil and a usage
 -- error: a directory, a closed stdin or a read error is bad input.
 local function read_file(flag, name, stdin)
-  local f, err = stdin, nil
+  local f = stdin
   if name ~= "-" then
+    local err
     f, err = io.open(name, "rb")
     if not f then return nil, usage("--" .. flag .. " cannot read " .. tostring(err)) end
   end
