@@ -49,6 +49,19 @@ end
 
 -- Returns a clean copy of opts with defaults filled in, or nil and an
 -- invalid error naming the field.
+-- The store option st, checked: the methods of a lua_shared_dict.
+function M.store(st)
+  for _, m in ipairs({ "get", "set", "add", "delete", "incr" }) do
+    -- a table, or userdata with a metatable (a lua_shared_dict)
+    local found, f = pcall(function() return st[m] end)
+    if not found or type(f) ~= "function" then
+      return nil, errors.invalid("store", "must have the methods get, set, add, delete and incr "
+        .. "(helpdesk.memory_store() or a lua_shared_dict)")
+    end
+  end
+  return st
+end
+
 function M.check(opts)
   if type(opts) ~= "table" then return nil, errors.invalid("options", "must be a table") end
   local ok, err = validate.known_keys("options", opts, OPTIONS)
@@ -141,15 +154,8 @@ function M.check(opts)
   -- where the token and the limiter's slots live, shared by the clients
   -- given the same one (one app's budget across helpdesks, say)
   if opts.store ~= nil then
-    local st = opts.store
-    for _, m in ipairs({ "get", "set", "add", "delete", "incr" }) do
-      -- a table, or userdata with a metatable (a lua_shared_dict)
-      local found, f = pcall(function() return st[m] end)
-      if not found or type(f) ~= "function" then
-        return nil, errors.invalid("store", "must have the methods get, set, add, delete and incr "
-          .. "(helpdesk.memory_store() or a lua_shared_dict)")
-      end
-    end
+    local st, serr = M.store(opts.store)
+    if not st then return nil, serr end
     out.store = st
   end
 

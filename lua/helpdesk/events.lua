@@ -16,12 +16,17 @@
 -- elseif ev.event_type == "helpdesk.ticket_message.created_v1" then
 --   print(events.ticket_id(ev), events.message_type(ev), events.text_of(ev))
 -- end
+local clock = require "helpdesk.clock"
+local config = require "helpdesk.config"
 local core = require "helpdesk.core"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
+local openresty = require "helpdesk.openresty"
+local store = require "helpdesk.store"
 local validate = require "helpdesk.validate"
 
-local type, pairs, next, tostring, tonumber, setmetatable = type, pairs, next, tostring, tonumber, setmetatable
+local type, pairs, next, tostring, tonumber, setmetatable, pcall = type, pairs, next, tostring, tonumber,
+  setmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
 local tointeger = math.tointeger or function(x) return x end
 local sha256, equal, base64_decode, aes_decrypt = core.sha256, core.equal, core.base64_decode, core.aes256cbc_decrypt
@@ -32,6 +37,8 @@ local M = {
   MAX_BODY = 1024 * 1024,
   --- The default `max_skew`: 300 seconds.
   MAX_SKEW = 300,
+  --- The default `remember`: 7.2 hours (26,000 s), past Feishu's last re-push (6 h).
+  REMEMBER = 26000,
 }
 
 -- The receivers' secrets, out of reach of anyone who prints a receiver.
@@ -42,7 +49,8 @@ Receiver.__index = Receiver
 Receiver.__tostring = function() return "helpdesk.events.receiver" end
 M.Receiver = Receiver
 
-local OPTIONS = { verification_token = true, encrypt_key = true, max_skew = true, max_body_size = true }
+local OPTIONS = { verification_token = true, encrypt_key = true, max_skew = true, max_body_size = true,
+                  store = true, shared_dict = true, remember = true }
 
 --- A new receiver.
 -- @tparam table opts `verification_token` and `encrypt_key` (the app's
@@ -78,7 +86,25 @@ function M.new(opts)
   end
   p.max_body, err = validate.integer("max_body_size", opts.max_body_size or M.MAX_BODY, 1024)
   if not p.max_body then return nil, err end
-  local r = setmetatable({}, Receiver)
+  p.remember, err = validate.integer("remember", opts.remember or M.REMEMBER, 1, 30 * 86400)
+  if not p.remember then return nil, err end
+  -- where the ids of the events already handled live: shared by the
+  -- receivers given the same store, and inside nginx by every worker
+  if opts.store ~= nil then
+    p.store, err = config.store(opts.store)
+    if not p.store then return nil, err end
+  elseif openresty.in_nginx() and opts.shared_dict ~= false then
+    local name = opts.shared_dict or "helpdesk"
+    if type(name) ~= "string" then return nil, invalid("shared_dict", "must be the name of a lua_shared_dict") end
+    p.store = store.shared(name)
+    if not p.store and opts.shared_dict ~= nil then
+      return nil, invalid("shared_dict", "'" .. name .. "' is not a lua_shared_dict of this nginx")
+    end
+  end
+  p.store = p.store or store.table(clock.now)
+  -- handlers live on the receiver, not with its secrets: one may well refer
+  -- to its receiver (see the client's private table)
+  local r = setmetatable({ handlers = {} }, Receiver)
   private[r] = p
   return r
 end
@@ -311,6 +337,70 @@ function Receiver:decode(headers, body)
   if not ok then return nil, err end
   tolerate(ev)
   return ev
+end
+
+--- Sets the handler of an event type (`"*"`: of every type without one
+-- of its own), run by @{Receiver:handle} once per event.
+-- @string event_type such as `"helpdesk.ticket_message.created_v1"`
+-- @tparam function handler `function(event)`: raising, or returning `nil`
+-- and an error, says it failed
+-- @treturn[1] Receiver the receiver
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid`
+function Receiver:on(event_type, handler)
+  if type(self) ~= "table" or type(self.handlers) ~= "table" then
+    return nil, invalid("receiver", "must be made by helpdesk.events.new")
+  end
+  if type(event_type) ~= "string" or event_type == "" then
+    return nil, invalid("event_type", "must be an event type such as helpdesk.ticket_message.created_v1, or *")
+  end
+  if type(handler) ~= "function" then return nil, invalid("handler", "must be a function") end
+  self.handlers[event_type] = handler
+  return self
+end
+
+local function answer(msg)
+  return json.encode({ msg = msg })
+end
+
+-- Failures of the sender's credentials (401) as against a malformed request.
+local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
+
+--- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
+-- answers the URL verification, and runs the event's handler once per event
+-- id (for `remember` seconds, in the receiver's store: Feishu pushes an event
+-- again when it got no 200 within 3 s). A handler that fails is answered
+-- 500 and forgotten, so Feishu's next push of the event runs it again; one
+-- that succeeds never runs again for that event. Never raises.
+-- @tparam table headers the request headers (any case)
+-- @string body the raw request body
+-- @treturn int the status to answer: 200, 400 (a malformed request), 401
+-- (a wrong token or signature, a stale timestamp) or 500 (the handler failed)
+-- @treturn string the JSON body to answer: the challenge, `{}`, or `{"msg":…}`
+-- @return the event (its `duplicate` is `true` when it was handled before),
+-- the challenge table, or the error (an `invalid` error, or what the handler
+-- raised or returned)
+function Receiver:handle(headers, body)
+  local ev, err = self:decode(headers, body)
+  if not ev then return UNAUTHORIZED[err.field] and 401 or 400, answer(err.msg), err end
+  if ev.challenge then return 200, json.encode({ challenge = ev.challenge }), ev end
+  local p = private[self]
+  local key = "helpdesk:event:" .. tostring(ev.app_id) .. ":" .. ev.event_id
+  -- a store that fails: the event is handled (twice, maybe) rather than lost
+  local ok, added = pcall(p.store.add, p.store, key, 1, p.remember)
+  if ok and not added then
+    ev.duplicate = true
+    return 200, "{}", ev
+  end
+  local handler = self.handlers[ev.event_type] or self.handlers["*"]
+  if handler then
+    local ran, r1, r2 = pcall(handler, ev)
+    if not ran or (r1 == nil and r2 ~= nil) then
+      pcall(p.store.delete, p.store, key)
+      return 500, answer("the handler failed"), ran and r2 or r1
+    end
+  end
+  return 200, "{}", ev
 end
 
 --- Readers of helpdesk events
