@@ -193,6 +193,44 @@ describe("OpenResty #openresty", function()
       assert.are.equal(5, fake.state().ticket_messages[fake.TICKET])
     end)
 
+    it("answers Feishu's pushes at once and replies in the ticket once, however often it pushes", function()
+      local openssl = require "openssl"
+      local KEY, TOKEN = "nginx-encrypt-key", "nginx-verification-token"
+      local file = os.tmpname()
+      -- one push as Feishu makes it: "<status> <body>"
+      local function post(plaintext, key)
+        local body = cjson.encode({ encrypt = openssl.encrypt(key or KEY, plaintext) })
+        local ts = tostring(os.time())
+        local f = assert(io.open(file, "wb"))
+        f:write(body)
+        f:close()
+        return curl("-w ' %{http_code}' -H 'Content-Type: application/json' -H 'X-Lark-Request-Timestamp: " .. ts
+          .. "' -H 'X-Lark-Request-Nonce: n1' -H 'X-Lark-Signature: " .. openssl.signature(ts, "n1", key or KEY, body)
+          .. "' --data-binary @" .. file .. " " .. url .. "/events")
+      end
+      assert.are.equal('{"challenge":"c-1"} 200',
+        post(cjson.encode({ type = "url_verification", challenge = "c-1", token = TOKEN })))
+      local event = cjson.encode({
+        schema = "2.0",
+        header = { event_id = "ev-nginx-1", token = TOKEN, create_time = "1608725989000",
+                   event_type = "helpdesk.ticket_message.created_v1", app_id = "cli_fake_app", tenant_key = "t" },
+        event = { ticket = { ticket_id = fake.TICKET }, msg_type = "text", sender_type = 2,
+                  content = { content = "my printer is on fire", msg_type = "text" } },
+      })
+      for _ = 1, 3 do assert.are.equal("{} 200", post(event)) end
+      -- under another key: refused, nothing run
+      assert.matches("^{\"msg\":\"encrypt does not decrypt.* 400$", post(event, "another-key"))
+      local ack = "ack ev-nginx-1 after 0"
+      for _ = 1, 50 do -- at most 5 s
+        if (fake.texts().delivered[ack] or 0) > 0 then break end
+        sh("sleep 0.1")
+      end
+      sh("sleep 0.3") -- time for a second reply, if one were coming
+      assert.are.equal(1, fake.texts().delivered[ack])
+      assert.are.equal(1, fake.texts().received[ack])
+      os.remove(file)
+    end)
+
     it("lets the collector take clients a handler dropped", function()
       assert.are.equal("0 left\n", curl(url .. "/collect"))
     end)

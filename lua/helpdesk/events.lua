@@ -25,8 +25,8 @@ local openresty = require "helpdesk.openresty"
 local store = require "helpdesk.store"
 local validate = require "helpdesk.validate"
 
-local type, pairs, next, tostring, tonumber, setmetatable, pcall = type, pairs, next, tostring, tonumber,
-  setmetatable, pcall
+local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall = type, pairs, next, tostring,
+  tonumber, setmetatable, getmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
 local tointeger = math.tointeger or function(x) return x end
 local sha256, equal, base64_decode, aes_decrypt = core.sha256, core.equal, core.base64_decode, core.aes256cbc_decrypt
@@ -366,6 +366,8 @@ end
 -- Failures of the sender's credentials (401) as against a malformed request.
 local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 
+local claim -- below: handle but for running the handler
+
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
 -- id (for `remember` seconds, in the receiver's store: Feishu pushes an event
@@ -381,6 +383,22 @@ local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 -- the challenge table, or the error (an `invalid` error, or what the handler
 -- raised or returned)
 function Receiver:handle(headers, body)
+  local status, answer_body, ev, handler, key = claim(self, headers, body)
+  if handler then
+    local ran, r1, r2 = pcall(handler, ev)
+    if not ran or (r1 == nil and r2 ~= nil) then
+      local p = private[self]
+      pcall(p.store.delete, p.store, key)
+      return 500, answer("the handler failed"), ran and r2 or r1
+    end
+  end
+  return status, answer_body, ev
+end
+
+-- Everything of handle but running the handler: the status and body to
+-- answer, the event (or challenge, or error), and for a new event that has
+-- a handler, the handler and the event's key in the store.
+claim = function(self, headers, body)
   local ev, err = self:decode(headers, body)
   if not ev then return UNAUTHORIZED[err.field] and 401 or 400, answer(err.msg), err end
   if ev.challenge then return 200, json.encode({ challenge = ev.challenge }), ev end
@@ -392,15 +410,63 @@ function Receiver:handle(headers, body)
     ev.duplicate = true
     return 200, "{}", ev
   end
-  local handler = self.handlers[ev.event_type] or self.handlers["*"]
-  if handler then
-    local ran, r1, r2 = pcall(handler, ev)
-    if not ran or (r1 == nil and r2 ~= nil) then
-      pcall(p.store.delete, p.store, key)
-      return 500, answer("the handler failed"), ran and r2 or r1
-    end
+  return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"], key
+end
+
+-- The raw body of the request nginx is serving (read from the temporary
+-- file when it spilled to disk), or nil and why.
+local function request_body(ngx)
+  ngx.req.read_body()
+  local body = ngx.req.get_body_data()
+  if body then return body end
+  local file = ngx.req.get_body_file()
+  if not file then return "" end
+  local f, err = io.open(file, "rb")
+  if not f then return nil, err end
+  body, err = f:read("*a")
+  f:close()
+  return body, err
+end
+
+--- Serving in nginx
+-- @section nginx
+
+--- Serves Feishu's push in nginx: `content_by_lua_block {
+-- helpdesk.events.nginx_handler(receiver) }`. It answers at once, as
+-- @{Receiver:handle} would, and runs the event's handler after the answer
+-- (in a timer, where it may call a client: the thread pool and the shared
+-- budget work there), so a slow handler never makes Feishu push again. A
+-- handler that fails is logged at `ngx.ERR`; Feishu, answered 200, does not
+-- push the event again (at most once). Never raises.
+-- @tparam Receiver receiver
+-- @treturn int the status answered
+function M.nginx_handler(receiver)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) ~= "table" or type(ngx.req) ~= "table" then return nil, invalid("nginx", "is not serving a request") end
+  local body, berr = request_body(ngx)
+  local status, answer_body, ev, handler
+  if not body then
+    status, answer_body = 400, answer("the request body could not be read: " .. tostring(berr))
+  elseif getmetatable(receiver) ~= Receiver then
+    status, answer_body = 500, answer("not a receiver")
+  else
+    status, answer_body, ev, handler = claim(receiver, ngx.req.get_headers(100), body)
   end
-  return 200, "{}", ev
+  ngx.status = status
+  ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  ngx.print(answer_body)
+  if handler then
+    local ok, terr = ngx.timer.at(0, function(premature)
+      if premature then return end
+      local ran, r1, r2 = pcall(handler, ev)
+      if not ran or (r1 == nil and r2 ~= nil) then
+        ngx.log(ngx.ERR, "helpdesk: the handler of ", ev.event_type, " ", ev.event_id, " failed: ",
+                tostring(ran and r2 or r1))
+      end
+    end)
+    if not ok then ngx.log(ngx.ERR, "helpdesk: no timer for the event handler: ", tostring(terr)) end
+  end
+  return status
 end
 
 --- Readers of helpdesk events
