@@ -30,6 +30,7 @@ local function reset()
     token_count = 0,
     tickets = {},       -- ticket_id -> { closed =, messages = {} }
     bot_messages = {},
+    subscriptions = {}, -- "type/subtype" -> true, by /events/subscribe
     texts = { received = {}, delivered = {} }, -- text -> requests that carried it / deliveries
     requests = {},
     faults = {},
@@ -364,6 +365,26 @@ end
 local BOT_TYPES = { text = true, post = true, image = true, interactive = true }
 local ID_TYPES = { open_id = true, union_id = true, user_id = true }
 
+-- /open-apis/helpdesk/v1/events/subscribe and /unsubscribe: the helpdesk
+-- events an app is sent (besides the console's setting).
+local EVENT_SUBTYPES = {
+  ["helpdesk.ticket_message"] = { ["ticket_message.created_v1"] = true },
+  ["helpdesk.ticket"] = { ["ticket.created_v1"] = true, ["ticket.updated_v1"] = true },
+  ["helpdesk.notification"] = { ["notification.approve_v1"] = true },
+}
+
+local function subscription(body, on)
+  local req = json_object(body)
+  if not req or type(req.events) ~= "table" or #req.events == 0 then return bad_request("events") end
+  for _, e in ipairs(req.events) do
+    if type(e) ~= "table" or not (EVENT_SUBTYPES[e.type] and EVENT_SUBTYPES[e.type][e.subtype]) then
+      return bad_request("events")
+    end
+  end
+  for _, e in ipairs(req.events) do state.subscriptions[e.type .. "/" .. e.subtype] = on or nil end
+  return send(200, nil, '{"code":0,"msg":"success","data":{}}')
+end
+
 local function bot_message(body, headers)
   local ctype = headers["content-type"] or ""
   if not ctype:find("application/json", 1, true) then return bad_request("content-type") end
@@ -490,6 +511,13 @@ local function control(path, body)
                        expired_token_uses = state.expired_token_uses,
                        revoked_token_uses = state.revoked_token_uses,
                        clock_offset = state.clock_offset })
+  elseif path == "/_fake/subscriptions" then
+    -- the subscribed "type/subtype"s, sorted
+    local list = {}
+    for k in pairs(state.subscriptions) do list[#list + 1] = k end
+    if #list == 0 then return send(200, nil, "[]") end
+    table.sort(list)
+    return send(200, list)
   elseif path == "/_fake/bot_messages" then
     if #state.bot_messages == 0 then return send(200, nil, "[]") end
     return send(200, state.bot_messages)
@@ -569,6 +597,11 @@ function M.handle()
   if path == "/open-apis/helpdesk/v1/message" and method == "POST" then
     check_auth(headers)
     return bot_message(body, headers)
+  end
+  local verb = path:match("^/open%-apis/helpdesk/v1/events/(%a+)$")
+  if (verb == "subscribe" or verb == "unsubscribe") and method == "POST" then
+    check_auth(headers)
+    return subscription(body, verb == "subscribe")
   end
   local ticket_id = path:match("^/open%-apis/helpdesk/v1/tickets/([^/]+)/messages$")
   if ticket_id then

@@ -88,7 +88,8 @@ local function default()
   return default_client
 end
 
-for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_message", "list_ticket_messages" }) do
+for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_message", "list_ticket_messages",
+                        "subscribe_events", "unsubscribe_events" }) do
   M[name] = function(...)
     local c, err = default()
     if not c then return nil, err end
@@ -116,6 +117,16 @@ end
 -- @function list_ticket_messages
 -- @string ticket_id
 -- @tab[opt] query
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:subscribe_events} on the default client.
+-- @function subscribe_events
+-- @tab types
+-- @tab[opt] opts
+
+--- @{helpdesk.client.Client:unsubscribe_events} on the default client.
+-- @function unsubscribe_events
+-- @tab types
 -- @tab[opt] opts
 
 --- @{helpdesk.client.Client:ticket_messages} on the default client. Raises the

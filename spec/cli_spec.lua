@@ -412,6 +412,32 @@ describe("the helpdesk command", function()
     end)
   end)
 
+  describe("events", function()
+    it("subscribes and unsubscribes the app to helpdesk events", function()
+      local rc, out, err = helpdesk({ "events", "subscribe", "helpdesk.ticket_message.created_v1",
+                                      "helpdesk.ticket.created_v1" })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("subscribed: helpdesk.ticket_message.created_v1 helpdesk.ticket.created_v1\n", out)
+      assert.are.same({ "helpdesk.ticket/ticket.created_v1", "helpdesk.ticket_message/ticket_message.created_v1" },
+                      fake.subscriptions())
+      rc, out, err = helpdesk({ "events", "unsubscribe", "helpdesk.ticket.created_v1" })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("unsubscribed: helpdesk.ticket.created_v1\n", out)
+      assert.are.same({ "helpdesk.ticket_message/ticket_message.created_v1" }, fake.subscriptions())
+    end)
+
+    it("is a usage error without a verb or a valid type, sending nothing", function()
+      for _, args in ipairs({ { "events" }, { "events", "list" }, { "events", "subscribe" },
+                              { "events", "subscribe", "im.message.receive_v1" } }) do
+        local rc, out, err = helpdesk(args)
+        assert.are.equal(2, rc, err)
+        assert.are.equal("", out)
+        assert.matches("^helpdesk: ", err)
+      end
+      assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk/v1/events/"))
+    end)
+  end)
+
   describe("input it cannot read", function()
     it("is a usage error naming the option, for a directory and a closed stdin", function()
       local dir = os.tmpname()

@@ -39,6 +39,7 @@ function M.config(t) return M.control("config", t) end
 function M.ticket(t) return M.control("ticket", t) end
 function M.fault(t) return M.control("fault", t) end
 function M.bot_messages() return M.control("bot_messages") end
+function M.subscriptions() return M.control("subscriptions") end
 
 -- The fake's clock: advance it by seconds (>= 0; nil only reads it). Returns
 -- { ok = true, offset = seconds ahead of the wall clock, now = the fake's time }.

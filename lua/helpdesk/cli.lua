@@ -57,6 +57,8 @@ Commands:
   send TICKET       send a message into a helpdesk ticket
   bot RECEIVER      send a helpdesk-bot message to a user's helpdesk chat
   messages TICKET   list a ticket's messages
+  events subscribe|unsubscribe TYPE...
+                    (un)subscribe the app to helpdesk events
   help [COMMAND]    this text, or a command's
 
 `helpdesk COMMAND --help` says more; `helpdesk --version` prints the version.
@@ -102,6 +104,14 @@ Prints every message of ticket TICKET, oldest first as Feishu gives them.
 TIME is Unix seconds (1700000000), a UTC date or time (2024-05-01,
 2024-05-01T08:00:00Z, 2024-05-01 16:00+08:00), or a time ago (90s, 30m, 6h, 7d, 2w).
 ]==],
+  events = [==[
+Usage: helpdesk events subscribe|unsubscribe TYPE...
+
+Subscribes the app to helpdesk events, or unsubscribes it (Feishu sends them
+only to apps subscribed this way as well as in the console). TYPE is one of
+helpdesk.ticket_message.created_v1, helpdesk.ticket.created_v1,
+helpdesk.ticket.updated_v1, helpdesk.notification.approve_v1.
+]==],
 }
 
 -- Flags of every command, and whether each takes a value.
@@ -116,6 +126,7 @@ local FLAGS = {
           user = false, ["user-id-type"] = true },
   messages = { since = true, ["until"] = true, format = true, ["page-size"] = true,
                progress = false, ["no-progress"] = false },
+  events = {},
 }
 
 local Usage = {}
@@ -388,6 +399,25 @@ function commands.bot(pos, flags, out)
   return send_message(flags, out, msg, function(c, m) return c:bot_message(m) end)
 end
 
+function commands.events(pos, flags, out)
+  local verb = pos[1]
+  if verb ~= "subscribe" and verb ~= "unsubscribe" then
+    return nil, usage("events needs subscribe or unsubscribe, then event types (see helpdesk events --help)")
+  end
+  if #pos < 2 then return nil, usage("events " .. verb .. " needs at least one event type") end
+  local types = {}
+  for i = 2, #pos do types[#types + 1] = pos[i] end
+  local c, err = new_client(flags, out)
+  if not c then return nil, err end
+  local ok
+  ok, err = c[verb .. "_events"](c, types)
+  c:close()
+  if not ok then return nil, err end
+  local written, werr = write_out(out, verb .. "d: " .. concat(types, " ") .. "\n", true)
+  if not written then return nil, werr end
+  return true
+end
+
 -- Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
@@ -539,7 +569,8 @@ function commands.messages(pos, flags, out)
   return true
 end
 
-local METHOD = { send = "POST", bot = "POST", messages = "GET" }
+-- subscribing twice does no harm, but an unknown outcome is still reported as one
+local METHOD = { send = "POST", bot = "POST", messages = "GET", events = "POST" }
 
 local function run(args, out)
   local cmd = args[1]

@@ -261,6 +261,8 @@ local function mark_maybe_delivered(method, err)
   end
 end
 
+local DATA_OPTIONAL = { events = true }
+
 local function budget_error()
   return errors.new("transport", { sent = false,
     msg = "the call's budget ran out before it was sent; nothing was sent" })
@@ -327,7 +329,11 @@ local function call(c, endpoint, method, path, query, body, call_opts)
     return nil, errors.redact(err, secrets_of(c))
   end
   local meta = err
-  if type(obj.data) ~= "table" then return nil, M.decode_error("answer lacks data", meta) end
+  if type(obj.data) ~= "table" then
+    -- an answer that only says "done" may leave data out
+    if DATA_OPTIONAL[endpoint] and obj.data == nil then return {}, meta end
+    return nil, M.decode_error("answer lacks data", meta)
+  end
   return obj.data, meta
 end
 
@@ -587,6 +593,61 @@ function Client:list_ticket_messages(ticket_id, query, opts)
   local page, perr = list_page(self, id, q, call_opts)
   if not page then return nil, perr end
   return page
+end
+
+-- The body of /events/subscribe for a list of event types, or nil and an
+-- invalid error: "helpdesk.ticket_message.created_v1" is the type
+-- "helpdesk.ticket_message" and the subtype "ticket_message.created_v1".
+local function event_list(types)
+  local n = type(types) == "table" and validate.list_length(types)
+  if not n or n == 0 then
+    return nil, errors.invalid("events", "must be a non-empty list of event types")
+  end
+  local out = {}
+  for i = 1, n do
+    local what, version
+    if type(types[i]) == "string" then what, version = types[i]:match("^helpdesk%.([%l_]+)%.([%w_]+)$") end
+    if not what then
+      return nil, errors.invalid("events[" .. i .. "]",
+        "must be a helpdesk event type such as helpdesk.ticket_message.created_v1")
+    end
+    out[i] = { type = "helpdesk." .. what, subtype = what .. "." .. version }
+  end
+  return json.encode({ events = out })
+end
+
+local function subscription(c, verb, types, opts)
+  local body, err = event_list(types)
+  if not body then return nil, err end
+  local call_opts, oerr = validate.call_opts(opts)
+  if not call_opts then return nil, oerr end
+  local data, meta = call(c, "events", "POST", "/open-apis/helpdesk/v1/events/" .. verb, {}, body, call_opts)
+  if not data then return nil, meta end
+  return true
+end
+
+--- Subscribes the app to helpdesk events (which Feishu sends only to apps
+-- subscribed by this call as well as in the console).
+-- @tab types event types: `"helpdesk.ticket_message.created_v1"`,
+-- `"helpdesk.ticket.created_v1"`, `"helpdesk.ticket.updated_v1"`,
+-- `"helpdesk.notification.approve_v1"`
+-- @tab[opt] opts as for @{Client:send_ticket_message}
+-- @treturn[1] boolean true
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error
+-- @usage assert(client:subscribe_events{ "helpdesk.ticket_message.created_v1" })
+function Client:subscribe_events(types, opts)
+  return subscription(self, "subscribe", types, opts)
+end
+
+--- Unsubscribes the app from helpdesk events.
+-- @tab types event types, as for @{Client:subscribe_events}
+-- @tab[opt] opts as for @{Client:send_ticket_message}
+-- @treturn[1] boolean true
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error
+function Client:unsubscribe_events(types, opts)
+  return subscription(self, "unsubscribe", types, opts)
 end
 
 -- Without a total, a listing that has not ended after this many messages
