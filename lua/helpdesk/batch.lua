@@ -99,7 +99,8 @@ function M.run(b)
         break
       else
         local req = b.request(b.deadline)
-        if not req then break end
+        -- spent, or closed meanwhile (from the logger): nothing more starts
+        if not req or (b.closed and b.closed()) then break end
         remove(queue, q)
         start_at[i] = nil
         req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)

@@ -175,7 +175,7 @@ function M.new(opts)
     return nil, errors.invalid("shared_dict", "'" .. cfg.shared_dict .. "' is not a lua_shared_dict of this nginx: "
       .. "add `lua_shared_dict " .. cfg.shared_dict .. " 1m;` to the http block, or pass shared_dict = false")
   end
-  local st = cfg.store or shared or store.table(clock.now)
+  local st = cfg.store and store.guarded(cfg.store) or shared or store.table(clock.now)
   -- what Feishu counts per: the app (a fixed token's app is unknown: all share one)
   local app = cfg.base_url .. " " .. (cfg.app_id or "fixed-token")
   -- the fetch reaches its client through a weak reference (see private);

@@ -81,7 +81,7 @@ function M.new(opts)
   else
     p.max_skew = validate.seconds("max_skew", opts.max_skew or M.MAX_SKEW)
     if not p.max_skew then
-      return nil, invalid("max_skew", "must be a number of seconds above 0 and at most 86400, or false")
+      return nil, invalid("max_skew", "must be a number of seconds from 0.01 to 86400, or false")
     end
   end
   p.max_body, err = validate.integer("max_body_size", opts.max_body_size or M.MAX_BODY, 1024)

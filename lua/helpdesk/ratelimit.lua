@@ -112,13 +112,14 @@ function Limiter:reserve(clock, deadline)
   local store = self.store
   local locked = self:lock(clock)
   local now = clock.now()
-  local next_k = (tonumber(store:get(self.seq_key)) or 0) + 1
+  local next_k = (tonumber((store:get(self.seq_key))) or 0) + 1
   local start = self:compute(next_k, now)
   if start > deadline then
     if locked then store:delete(self.lock_key) end
     return nil, start - now
   end
   local k = store:incr(self.seq_key, 1, 0)
+  if type(k) ~= "number" or k ~= k or k % 1 ~= 0 then k = nil end -- a store that cannot count
   if k and k ~= next_k then
     -- without the lock another caller came first: its number was looked at
     local prev

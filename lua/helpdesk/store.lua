@@ -50,6 +50,36 @@ function Table:incr(key, by, init)
   return v
 end
 
+-- A store given by the caller, made safe to lean on: a method that raises
+-- answers as a full shared dict does (nothing, false), never the raise,
+-- and get gives one value (a shared dict's get may add an error message,
+-- which tonumber would take for a base).
+function M.guarded(st)
+  local function call(name, ...)
+    local ok, a = pcall(st[name], st, ...)
+    if ok then return a end
+    return nil
+  end
+  return {
+    -- the store itself: what the clients sharing it have in common
+    inner = st,
+    get = function(_, key) return (call("get", key)) end,
+    set = function(_, key, value, ttl) return call("set", key, value, ttl) or false end,
+    add = function(_, key, value, ttl)
+      local ok, a, why = pcall(st.add, st, key, value, ttl)
+      if not ok then return false, "failed" end
+      return a and true or false, why
+    end,
+    delete = function(_, key) call("delete", key) end,
+    incr = function(_, key, by, init)
+      local v = call("incr", key, by, init)
+      -- a count, or nothing
+      if type(v) == "number" and v == v and v % 1 == 0 then return v end
+      return nil
+    end,
+  }
+end
+
 -- The lua_shared_dict named name, or nil if nginx has none of that name.
 function M.shared(name)
   local ngx = rawget(_G, "ngx")

@@ -28,10 +28,21 @@ local BACKOFF_FIRST, BACKOFF_MAX = 5, 60
 -- transfers in flight for a fetch.
 local PEEK_SAFETY = 30
 
--- The fetches under way in this Lua state, by store key: the coroutine that
--- holds the lock. Waiting on it from the same coroutine (a logger calling
--- back in) or with a sleep that blocks the whole state would never end.
-local fetching = {}
+-- The fetches under way in this Lua state, by store and key: the coroutine
+-- that holds the lock. Waiting on it from the same coroutine (a logger
+-- calling back in) or with a sleep that blocks the whole state would never
+-- end. Weak both ways: an abandoned coroutine (a cancelled task) goes with
+-- what it holds, and so does a store nobody uses.
+local fetching = setmetatable({}, { __mode = "k" })
+local function fetches_of(store)
+  store = store.inner or store -- a store given by the caller, under its guard
+  local f = fetching[store]
+  if not f then
+    f = setmetatable({}, { __mode = "v" })
+    fetching[store] = f
+  end
+  return f
+end
 local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
 
 local Token = {}
@@ -103,9 +114,10 @@ end
 -- Runs the fetch with the lock held and lets it go whatever happens: a fetch
 -- that raised (a store that failed, say) must not hold it for its lifetime.
 function Token:locked_refresh(arg, old, co)
-  fetching[self.key] = co
+  local f = fetches_of(self.store)
+  f[self.key] = co
   local ok, tok, err = pcall(self.refresh, self, arg, old)
-  fetching[self.key] = nil
+  f[self.key] = nil
   pcall(self.store.delete, self.store, self.lock)
   if not ok then
     return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
@@ -118,8 +130,10 @@ end
 function Token:get(arg)
   if self.fixed then return self.fixed end
   local waited, pause = 0, 0.005
-  -- the lock outlives a fetch that takes its whole timeout, never for ever
-  local limit = max(arg and arg.timeout or 30, 0) + 1
+  -- the lock outlives a fetch that takes its whole timeout, never for ever;
+  -- a wait for another's fetch takes no more than this call's own would
+  local timeout = max(arg and arg.timeout or 30, 0)
+  local limit = timeout + 1
   local co = running() or MAIN
   while true do
     local now = self.now()
@@ -136,8 +150,10 @@ function Token:get(arg)
         return c.token
       end
     end
-    -- one fetch at a time, across every worker that shares the store
-    if self.store:add(self.lock, 1, limit) then
+    -- one fetch at a time, across every worker that shares the store; a
+    -- store that cannot take the lock at all (full, failing) lets it go ahead
+    local locked, why = self.store:add(self.lock, 1, limit)
+    if locked or (why ~= nil and why ~= "exists") then
       local tok, err = self:locked_refresh(arg, c, co)
       self.token = tok or self.token
       return tok, err
@@ -147,13 +163,13 @@ function Token:get(arg)
       self.token = c.token
       return c.token
     end
-    local holder = fetching[self.key]
+    local holder = fetches_of(self.store)[self.key]
     if holder and (holder == co or not self.yields()) then
       return nil, token_error("the tenant token is being fetched by a call under way in this Lua state "
         .. "(one whose logger calls back in, or a coroutine it let run), which cannot go on while this one "
         .. "waits; nothing was sent")
     end
-    if waited >= limit then
+    if waited >= timeout then
       return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
     end
     self.sleep(pause)
