@@ -166,13 +166,46 @@ describe("errors", function()
       end
     end)
 
+    it("shows none of it escaped as JSON, in a log id, inside a longer one, or the proxy's password", function()
+      local slashed = "se/cr/et-Very-Long-Secret"
+      local inner = "abcd1234"
+      local events = {}
+      local c = fake.client({ app_secret = slashed, helpdesk_token = "XXXX-" .. inner .. "-YYYY-ZZZZ",
+        proxy = "http://user:hunter2-proxy-pw@127.0.0.1:1", logger = function(e) events[#events + 1] = e.error end })
+      -- the proxy is never reached: the fake's pages come by way of a fault on a direct client
+      local direct = fake.client({ app_secret = slashed, helpdesk_token = "XXXX-" .. inner .. "-YYYY-ZZZZ",
+        logger = function(e) events[#events + 1] = e.error end })
+      fake.fault({ path = TOKEN_PATH, status = 502, headers = { ["X-Tt-Logid"] = slashed },
+        body = '{"app_secret":"se\\/cr\\/et-Very-Long-Secret","token":"XXXX-abcd1234-YYYY-ZZZZ"}' })
+      local _, err = direct:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+      local _, perr = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+      local texts = { tostring(err), tostring(perr), err.log_id }
+      for _, e in ipairs(events) do texts[#texts + 1] = e end
+      for _, text in ipairs(texts) do
+        for _, piece in ipairs({ "cr\\/et", "Very-Long", "abcd1234", "YYYY", "hunter2",
+                                 require("helpdesk.core").base64("user:hunter2-proxy-pw") }) do
+          assert.is_nil(text:find(piece, 1, true), piece .. " in " .. text)
+        end
+      end
+    end)
+
+    it("keeps ordinary words whole: only four bytes or more of a secret count at an end", function()
+      local c = fake.client({ app_secret = SECRET })
+      fake.fault({ path = TOKEN_PATH, status = 504, body = "Gateway Timeout Z" })
+      local _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+      assert.matches("Gateway Timeout Z", tostring(err), 1, true)
+      fake.fault({ path = TOKEN_PATH, status = 502, body = string.rep("x", 119) .. "\195\169 more" })
+      _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+      assert.matches("x…", tostring(err), 1, true) -- cut before the two-byte character, not inside it
+    end)
+
     it("shows none of it when the page ends in the middle of a secret", function()
       local c = fake.client({ app_secret = SECRET })
-      for keep = 1, #SECRET - 1 do
+      for keep = 4, #SECRET - 1 do
         fake.fault({ path = TOKEN_PATH, status = 502, body = 'gateway: "app_secret":"' .. SECRET:sub(1, keep) })
         local _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
         assert.are.equal("http", err.kind)
-        assert.is_nil(tostring(err):find(SECRET:sub(1, math.max(keep, 2)), 1, true), tostring(err))
+        assert.is_nil(tostring(err):find(SECRET:sub(1, keep), 1, true), tostring(err))
       end
     end)
   end)

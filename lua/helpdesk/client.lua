@@ -54,6 +54,10 @@ local function secrets_of(c)
   list[#list + 1] = p.helpdesk_token
   list[#list + 1] = p.helpdesk_auth
   list[#list + 1] = p.proxy -- it may hold a password
+  if p.proxy_password then
+    list[#list + 1] = p.proxy_password
+    list[#list + 1] = p.proxy_basic
+  end
   return list
 end
 
@@ -168,6 +172,12 @@ function M.new(opts)
     proxy = cfg.proxy,
     user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
   }
+  -- the proxy's password alone, and as a Basic credential, may show too
+  local user, password
+  if type(cfg.proxy) == "string" then user, password = cfg.proxy:match("^%a[%w+.-]*://([^:@/]*):([^@/]*)@") end
+  if password and password ~= "" then
+    p.proxy_password, p.proxy_basic = password, core.base64(user .. ":" .. password)
+  end
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
   local shared = in_nginx and cfg.shared_dict and store.shared(cfg.shared_dict) or nil

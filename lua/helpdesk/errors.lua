@@ -2,7 +2,7 @@
 -- listing iterator raises). `tostring(err)` is one line: kind, code, HTTP
 -- status, message and log id, never a secret.
 -- @module helpdesk.errors
-local setmetatable, getmetatable, tostring, type = setmetatable, getmetatable, tostring, type
+local setmetatable, getmetatable, tostring, type, ipairs = setmetatable, getmetatable, tostring, type, ipairs
 local concat = table.concat
 
 local M = {}
@@ -44,43 +44,67 @@ local function plain(s)
   return (s:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0"))
 end
 
--- text with every secret in the list replaced by "***".
-local function redact_text(text, secrets)
-  for i = 1, #secrets do
-    local s = secrets[i]
-    if type(s) == "string" and #s >= 4 then text = text:gsub(plain(s), "***") end
-  end
-  return text
-end
-
--- Replaces every secret in err.msg with "***": a last guard for messages
--- that come from a server or from libcurl.
-function M.redact(err, secrets)
-  if type(err.msg) == "string" then err.msg = redact_text(err.msg, secrets) end
-  return err
-end
-
--- text with a secret's beginning at its end (a page cut short, by the
--- server or by the excerpt) replaced by "***": what is left of a secret
--- is the secret, however short.
-local function redact_tail(text, secrets)
+-- The forms of each secret a server may show: as it is, and as a JSON
+-- string escapes it (lua-cjson writes "/" as "\/"); longest first, so that
+-- a secret inside another never leaves the rest of the longer one.
+local function forms(secrets)
+  local out, seen = {}, {}
   for i = 1, #secrets do
     local s = secrets[i]
     if type(s) == "string" and #s >= 4 then
-      for k = math.min(#s - 1, #text), 1, -1 do
-        if text:sub(-k) == s:sub(1, k) then
-          text = text:sub(1, -k - 1) .. "***"
-          break
+      local escaped = s:gsub('[/"\\]', "\\%0")
+      for _, f in ipairs({ s, escaped }) do
+        if not seen[f] then
+          seen[f] = true
+          out[#out + 1] = f
         end
+      end
+    end
+  end
+  table.sort(out, function(a, b) return #a > #b end)
+  return out
+end
+
+-- text with every form of every secret replaced by "***".
+local function redact_text(text, list)
+  for i = 1, #list do text = text:gsub(plain(list[i]), "***") end
+  return text
+end
+
+-- A beginning of a secret this long or longer left at the end of a text is
+-- redacted too; a shorter one says next to nothing of the secret, and
+-- would hide ordinary words ("Timeou" ending in the "t" a token starts with).
+local MIN_PREFIX = 4
+
+-- text with a secret's beginning at its end (a page cut short, by the
+-- server or by the excerpt) replaced by "***".
+local function redact_tail(text, list)
+  for i = 1, #list do
+    local s = list[i]
+    for k = math.min(#s - 1, #text), MIN_PREFIX, -1 do
+      if text:sub(-k) == s:sub(1, k) then
+        text = text:sub(1, -k - 1) .. "***"
+        break
       end
     end
   end
   return text
 end
 
+-- Replaces every secret in err.msg (a beginning of one at its end too) and
+-- in err.log_id with "***": a last guard for what comes from a server or
+-- from libcurl.
+function M.redact(err, secrets)
+  local list = forms(secrets)
+  if type(err.msg) == "string" then err.msg = redact_tail(redact_text(err.msg, list), list) end
+  if type(err.log_id) == "string" then err.log_id = redact_text(err.log_id, list) end
+  return err
+end
+
 --- A short, printable excerpt of a server's text for an error message:
--- the secrets in the list redacted in the whole text first, then cut to
--- limit bytes (default 120), then any beginning of a secret left at the end
+-- the secrets in the list redacted in the whole text first (as they are and
+-- as JSON escapes them), then cut to limit bytes (default 120) at a
+-- character's start, then any beginning of a secret left at the end
 -- redacted too.
 -- @string text what the server sent
 -- @tab secrets the strings that must not show
@@ -88,9 +112,15 @@ end
 -- @treturn string
 function M.excerpt(text, secrets, limit)
   limit = limit or 120
-  text = redact_tail(redact_text(text, secrets or {}), secrets or {})
-  local cut = text:sub(1, limit)
-  if #text > limit then cut = redact_tail(cut, secrets or {}) end
+  local list = forms(secrets or {})
+  text = redact_tail(redact_text(text, list), list)
+  local cut = text
+  if #text > limit then
+    -- not inside a UTF-8 sequence: back to the start of the character
+    local n = limit
+    while n > 0 and text:byte(n + 1) and text:byte(n + 1) >= 0x80 and text:byte(n + 1) < 0xC0 do n = n - 1 end
+    cut = redact_tail(text:sub(1, n), list)
+  end
   cut = cut:gsub("[%c]+", " ")
   if #text > limit then cut = cut .. "…" end
   return cut
