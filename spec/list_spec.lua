@@ -188,6 +188,53 @@ describe("the ticket-message iterator against a server that misbehaves", functio
     assert.are.equal(200, n)
   end)
 
+  -- A page of messages with ids from..to and total (nil: none), as a fault's body.
+  local function page_body(from, to, total, extra)
+    local list = {}
+    for n = from, to do
+      list[#list + 1] = string.format('{"id":"%d","message_id":"om_%d","message_type":"text",'
+        .. '"content":"{}","created_at":%d}', 9000 + n, n, 1700000000000 + n)
+    end
+    return '{"code":0,"msg":"ok","data":{"messages":[' .. table.concat(list, ",") .. (extra or "") .. "]"
+      .. (total and (',"total":' .. total) or "") .. "}}"
+  end
+
+  it("stops at a page that comes round again after others, and at an id twice on a page", function()
+    for _, body in ipairs({ page_body(1, 200, 450), page_body(201, 400, 450), page_body(1, 200, 450) }) do
+      fake.fault({ path = PATH, method = "GET", status = 200, body = body })
+    end
+    local n, err = walk(false, 10000)
+    assert_decode(err, "repeats page 1")
+    assert.are.equal(400, n)
+    fake.fault({ path = PATH, method = "GET", status = 200, body = page_body(1, 3, 4, ',{"id":"9001"}') })
+    n, err = walk(false, 10000)
+    assert_decode(err, "twice")
+    assert.are.equal(0, n)
+  end)
+
+  it("raises a decode error for a page that contradicts itself or is not a list of objects", function()
+    fake.fault({ path = PATH, method = "GET", status = 200, body = page_body(1, 200, 0) })
+    local n, err = walk(false, 10000)
+    assert_decode(err, "its total says 0")
+    assert.are.equal(0, n)
+    for _, body in ipairs({ '{"code":0,"msg":"ok","data":[1]}',
+                            '{"code":0,"msg":"ok","data":{"messages":[[1],[2]],"total":2}}' }) do
+      fake.fault({ path = PATH, method = "GET", status = 200, body = body })
+      local page, perr = client:list_ticket_messages(fake.TICKET)
+      assert.is_nil(page)
+      assert.are.equal("decode", perr.kind)
+    end
+  end)
+
+  it("says a listing that timed out was not a message that may have been processed", function()
+    fake.fault({ path = PATH, method = "GET", delay = 1, times = 5 })
+    local page, err = client:list_ticket_messages(fake.TICKET, nil, { timeout = 0.2, max_retries = 0 })
+    assert.is_nil(page)
+    assert.are.equal("transport", err.kind)
+    assert.is_false(err.sent)
+    assert.is_nil(err.msg:find("may have been processed", 1, true))
+  end)
+
   it("stops after 100,000 messages when pages never end and no total is given", function()
     local n, err, pages = walk("endless", 150000)
     assert_decode(err, "100000")

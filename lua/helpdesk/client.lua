@@ -335,6 +335,11 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   end
   if not obj then
     err.retries = retries
+    if method == "GET" and err.sent then
+      -- a GET changes nothing: its outcome is never in doubt
+      err.sent = false
+      err.msg = err.msg:gsub(" %(the request was sent: it may have been processed%)", "")
+    end
     mark_maybe_delivered(method, err)
     return nil, errors.redact(err, secrets_of(c))
   end
@@ -563,6 +568,7 @@ local function list_page(c, id, q, call_opts)
   local data, meta = call(c, "list", "GET", "/open-apis/helpdesk/v1/tickets/" .. id .. "/messages",
                           query, nil, call_opts)
   if not data then return nil, meta end
+  if data[1] ~= nil then return nil, M.decode_error("answer's data is not an object", meta) end
   local messages = data.messages
   if messages == nil then messages = {} end
   -- a JSON object here would read as an empty list (no [1]): counted with
@@ -572,7 +578,7 @@ local function list_page(c, id, q, call_opts)
     return nil, M.decode_error("answer's data.messages is not a list", meta)
   end
   for i = 1, n do
-    if type(messages[i]) ~= "table" then
+    if type(messages[i]) ~= "table" or messages[i][1] ~= nil then
       return nil, M.decode_error("answer's data.messages holds a non-object", meta)
     end
   end
@@ -698,6 +704,7 @@ function Client:ticket_messages(ticket_id, query, opts)
 
   local buffer, i, seen, done, total, cap = {}, 0, 0, false, nil, nil
   local last_ids = {} -- the ids of the page before
+  local pages_seen = {} -- each page's first and last id and size: a page that comes round again
   local pending -- an error to raise once the page in hand is yielded
   local function fail(msg, meta)
     done, buffer, i = true, {}, 0
@@ -723,6 +730,9 @@ function Client:ticket_messages(ticket_id, query, opts)
       error(perr, 0)
     end
     local n, meta = #page.messages, perr or {}
+    if not cap and page.total and n > page.total then
+      fail(format("page %d holds %d messages, but its total says %d", q.page, n, page.total), meta)
+    end
     cap = cap or page.total
     -- a page that gives back what the page before gave: the server is
     -- going round, and would for ever
@@ -730,6 +740,9 @@ function Client:ticket_messages(ticket_id, query, opts)
     for k = 1, n do
       local mid = id_of(page.messages[k])
       if mid then
+        if ids[mid] then
+          fail(format("page %d holds message %s twice", q.page, mid), meta)
+        end
         if last_ids[mid] then
           fail(format("page %d repeats message %s of the page before: the listing would not end", q.page, mid),
                meta)
@@ -738,6 +751,13 @@ function Client:ticket_messages(ticket_id, query, opts)
       end
     end
     last_ids = ids
+    if n > 0 then
+      local sig = tostring(id_of(page.messages[1])) .. " " .. tostring(id_of(page.messages[n])) .. " " .. n
+      if pages_seen[sig] then
+        fail(format("page %d repeats page %d: the listing would not end", q.page, pages_seen[sig]), meta)
+      end
+      pages_seen[sig] = q.page
+    end
     if cap and seen + n > cap then n = cap - seen end -- never past the first total
     if cap and n == 0 and seen < cap then
       done = true
