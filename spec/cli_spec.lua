@@ -459,6 +459,10 @@ describe("the helpdesk command", function()
         assert.is_nil(err:find("traceback", 1, true))
       end
       os.execute("rmdir " .. quote(dir))
+      -- endless input is refused past 1 MiB, not read until memory runs out
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--json", "/dev/zero" })
+      assert.are.equal(2, rc, err)
+      assert.matches("larger than 1 MiB", err)
       assert.are.equal(0, #fake.requests_to(PATH))
     end)
   end)
@@ -504,6 +508,33 @@ describe("the helpdesk command", function()
       assert.matches('"big":123456789012345680[,}]', out)
       -- a string that looks like the placeholder inside stays a string
       assert.are.equal("\0N1", cjson.decode(out).odd)
+    end)
+
+    it("stay valid JSON whatever the strings hold, exact for round large integers, exit 1 on NaN", function()
+      fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"msg":"ok","data":{"messages":['
+        .. '{"id":"1","created_at":1700000000000000,"s":"x\\"\\u0000N1","\\u0000N1":"k"}],"total":1}}' })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET })
+      assert.are.equal(0, rc, err)
+      local msg = cjson.decode(out)
+      assert.are.equal('x"\0N1', msg.s)
+      assert.are.equal("k", msg["\0N1"])
+      assert.matches('"created_at":1700000000000000[,}]', out)
+      fake.fault({ path = PATH, method = "GET", status = 200,
+        body = '{"code":0,"msg":"ok","data":{"messages":[{"id":"1","n":NaN}],"total":1}}' })
+      rc, out, err = helpdesk({ "messages", fake.TICKET })
+      assert.are.equal(1, rc, err)
+      assert.are.equal("", out)
+      assert.matches("NaN", err)
+    end)
+
+    it("print no C1 control (a terminal's CSI) in the table format", function()
+      fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"msg":"ok","data":{"messages":['
+        .. '{"id":"1","created_at":1700000000000,"message_type":"text","user_name":"ev\\u009bil",'
+        .. '"content":"{\\"content\\":\\"x\\u009b2J\\"}"}],"total":1}}' })
+      local rc, out, err = helpdesk({ "messages", fake.TICKET, "--format", "table" })
+      assert.are.equal(0, rc, err)
+      assert.is_nil(out:find("\194\155", 1, true), out)
+      assert.matches("ev il", out, 1, true)
     end)
   end)
 

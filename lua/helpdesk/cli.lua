@@ -198,6 +198,8 @@ local function client_options(flags, out)
   return opts
 end
 
+local MAX_INPUT = 1024 * 1024
+
 -- The whole of file name ("-": stdin) for --flag, or nil and a usage
 -- error: a directory, a closed stdin or a read error is bad input.
 local function read_file(flag, name, stdin)
@@ -207,11 +209,16 @@ local function read_file(flag, name, stdin)
     f, err = io.open(name, "rb")
     if not f then return nil, usage("--" .. flag .. " cannot read " .. tostring(err)) end
   end
-  local ok, s, rerr = pcall(f.read, f, "*a")
+  -- a message is at most a few hundred KiB: /dev/zero or `yes` is not one
+  local ok, s, rerr = pcall(f.read, f, MAX_INPUT + 1)
   if name ~= "-" then f:close() end
+  if ok and s == nil and rerr == nil then s = "" end -- empty
   if not ok or type(s) ~= "string" then
     return nil, usage("--" .. flag .. " cannot read " .. (name == "-" and "stdin" or name) .. ": "
       .. tostring(ok and (rerr or "nothing to read") or s))
+  end
+  if #s > MAX_INPUT then
+    return nil, usage("--" .. flag .. " " .. (name == "-" and "stdin" or name) .. " is larger than 1 MiB")
   end
   return s
 end
@@ -306,12 +313,16 @@ end
 -- text of each by its placeholder in exact.
 local function mark_numbers(v, exact)
   if type(v) == "number" then
-    if v ~= v or v == math.huge or v == -math.huge or tonumber(format("%.14g", v)) == v then return v end
+    if v ~= v or v == math.huge or v == -math.huge then
+      error(errors.new("decode", { msg = "a listed message holds a number JSON cannot carry (NaN or infinite)" }), 0)
+    end
+    -- large integers always: lua-cjson would write 1.7e+15 for 1700000000000000
+    if not (v % 1 == 0 and (v >= 1e14 or v <= -1e14)) and tonumber(format("%.14g", v)) == v then return v end
     exact[#exact + 1] = exact_number(v)
     return "\0N" .. #exact
   end
-  if type(v) == "string" and v:sub(1, 1) == "\0" then
-    -- what could pass for a placeholder stands in for itself
+  if type(v) == "string" and v:find("\0", 1, true) then
+    -- a string that could hold a placeholder's text stands in for itself
     exact[#exact + 1] = assert(json.encode(v))
     return "\0N" .. #exact
   end
@@ -322,12 +333,15 @@ local function mark_numbers(v, exact)
 end
 
 -- One JSON line of a listed message, its numbers as Feishu sent them (as
--- exactly as a double holds them).
+-- exactly as a double holds them). Raises a decode error for a number JSON
+-- cannot carry.
 local function json_line(msg)
   local exact = {}
   local text = assert(json.encode(mark_numbers(msg, exact)))
   if #exact > 0 then
-    text = text:gsub('"\\u0000N(%d+)"', function(i) return exact[tonumber(i)] end)
+    -- only values: a placeholder is a whole string followed by , } or ]
+    -- (keys, followed by :, are left as they are)
+    text = text:gsub('"\\u0000N(%d+)"([,}%]])', function(i, after) return exact[tonumber(i)] .. after end)
   end
   return text .. "\n"
 end
@@ -497,14 +511,14 @@ local function summary(msg)
     text = "[" .. tostring(msg.message_type or "?") .. "]"
     if #parts > 0 then text = text .. " " .. concat(parts, " ") end
   end
-  return (text:gsub("%c+", " "))
+  return (text:gsub("%c+", " "):gsub("\194[\128-\159]", " "))
 end
 
 local function table_line(msg)
   -- milliseconds; os.date raises on a time out of its range
   local at = tonumber(msg.created_at)
   local when = at and at >= 0 and at < 1e14 and os.date("!%Y-%m-%d %H:%M:%S", floor(at / 1000)) or "?"
-  local who = (tostring(msg.user_name or msg.user_id or "")):gsub("%c+", " ")
+  local who = (tostring(msg.user_name or msg.user_id or "")):gsub("%c+", " "):gsub("\194[\128-\159]", " ")
   return format("%s  %-8s %-20s %s\n", when, tostring(msg.message_type or "?"):gsub("%c+", " "), who,
                 summary(msg))
 end

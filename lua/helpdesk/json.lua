@@ -28,6 +28,18 @@ function M.decode(text)
   return v
 end
 
+-- JSON as the standard has it: no NaN, Infinity or hex numbers, which
+-- lua-cjson takes by default (for content given as text, checked before it
+-- goes out as it is).
+local strict = require("cjson.safe").new()
+strict.decode_invalid_numbers(false)
+strict.decode_max_depth(200)
+
+-- The decoded value of text, standard JSON only, or nil and a message.
+function M.decode_strict(text)
+  return strict.decode(text)
+end
+
 -- Returns JSON text, or nil and a message (functions, sparse arrays, cycles).
 function M.encode(v)
   return cjson.encode(v)

@@ -100,7 +100,7 @@ local function element(field, e)
   if e.tag == "a" then
     ok, err = element_strings(field, e, LINK)
     if not ok then return nil, err end
-    if not e.href:match("^[hH][tT][tT][pP][sS]?://[^%s]+$") then
+    if not e.href:match("^[hH][tT][tT][pP][sS]?://[^%s%c]+$") then
       return nil, invalid(field, "link href must be an http or https URL")
     end
     return { tag = "a", text = e.text, href = e.href }

@@ -165,8 +165,10 @@ function M.content(v)
   elseif type(v) == "string" then
     local ok, at = utf8_valid(v)
     if not ok then return nil, invalid("content", "is not valid UTF-8 (byte " .. at .. ")") end
-    if not v:match("^%s*{") or type(json.decode(v)) ~= "table" then
-      return nil, invalid("content", "must be JSON text of an object")
+    if #v > MAX_JSON then return nil, invalid("content", "is over 1 MiB of JSON") end
+    -- sent as it is: standard JSON only (no NaN, which Feishu would refuse)
+    if not v:match("^%s*{") or type(json.decode_strict(v)) ~= "table" then
+      return nil, invalid("content", "must be JSON text of an object (standard JSON: no NaN or Infinity)")
     end
     return v
   end
