@@ -160,6 +160,18 @@ describe("the ticket-message iterator against a server that misbehaves", functio
     assert.are.equal(2, pages)
   end)
 
+  it("raises the same error again when called after it raised, never a quiet end", function()
+    fake.config({ listing = "repeat" })
+    local iter = client:ticket_messages(fake.TICKET)
+    for _ = 1, 200 do assert.is_table(iter()) end
+    local ok1, e1 = pcall(iter)
+    local ok2, e2 = pcall(iter)
+    assert.is_false(ok1)
+    assert.is_false(ok2)
+    assert.are.equal(e1, e2)
+    assert.are.equal("decode", e2.kind)
+  end)
+
   it("stops at a page that holds messages of the page before, with a total", function()
     local n, err = walk("backwards", 10000)
     assert_decode(err, "repeats")

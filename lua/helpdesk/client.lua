@@ -706,9 +706,11 @@ function Client:ticket_messages(ticket_id, query, opts)
   local last_ids = {} -- the ids of the page before
   local pages_seen = {} -- each page's first and last id and size: a page that comes round again
   local pending -- an error to raise once the page in hand is yielded
+  local raised -- once it has raised, it raises the same again: never a quiet end
   local function fail(msg, meta)
     done, buffer, i = true, {}, 0
-    error(M.decode_error(msg, meta or {}), 0)
+    raised = M.decode_error(msg, meta or {})
+    error(raised, 0)
   end
   local function short(meta)
     return M.decode_error(format("the pages ran out after %d of the %d messages the listing's first page announced",
@@ -720,13 +722,14 @@ function Client:ticket_messages(ticket_id, query, opts)
       return buffer[i], total
     end
     if pending then
-      buffer = {}
-      error(pending, 0)
+      buffer, raised, pending = {}, pending, nil
+      error(raised, 0)
     end
+    if raised then error(raised, 0) end
     if done then return nil end
     local page, perr = list_page(self, id, q, call_opts)
     if not page then
-      done = true
+      done, raised = true, perr
       error(perr, 0)
     end
     local n, meta = #page.messages, perr or {}
@@ -760,8 +763,8 @@ function Client:ticket_messages(ticket_id, query, opts)
     end
     if cap and seen + n > cap then n = cap - seen end -- never past the first total
     if cap and n == 0 and seen < cap then
-      done = true
-      error(short(meta), 0)
+      done, raised = true, short(meta)
+      error(raised, 0)
     end
     if not cap and seen + n > M.MAX_UNTOLD then
       fail(format("the listing passed %d messages with no total and no end in sight", M.MAX_UNTOLD), meta)
