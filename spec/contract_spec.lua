@@ -315,6 +315,14 @@ describe("a call", function()
         assert.matches("closed", results[i].err.msg)
       end
       assert.are.equal(2, #fake.requests_to(PATH))
+      -- closed on the first request event: not even that one goes
+      fake.reset()
+      client = fake.client({ rate_limit = false, logger = function(e)
+        if e.event == "request" and not e.url:find(TOKEN_PATH, 1, true) then client:close() end
+      end })
+      results = no_raise(client.send_ticket_messages, client, items, { concurrency = 2 })
+      assert.are.equal(6, results.failed)
+      assert.are.equal(0, #fake.requests_to(PATH))
     end)
   end)
 end)

@@ -99,12 +99,14 @@ function M.run(b)
         break
       else
         local req = b.request(b.deadline)
-        -- spent, or closed meanwhile (from the logger): nothing more starts
-        if not req or (b.closed and b.closed()) then break end
+        if not req then break end -- spent: what is left fails below
+        if b.log_request then b.log_request(jobs[i].url) end
+        -- closed meanwhile (from the logger, even this request's event): as
+        -- a single send, this one does not go, nor any after it
+        if b.closed and b.closed() then break end
         remove(queue, q)
         start_at[i] = nil
         req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)
-        if b.log_request then b.log_request(jobs[i].url) end
         slot_job[m:add(req)] = { i = i, tok = tok, t0 = clock.now() }
         in_flight = in_flight + 1
       end
