@@ -213,6 +213,36 @@ describe("a call", function()
     end
   end)
 
+  describe("given input whose metamethods raise", function()
+    it("returns an invalid error for each call and raises only error objects", function()
+      local bomb = setmetatable({}, { __index = function() error("boom") end })
+      local client = fake.client()
+      local calls = {
+        function() return client:send_ticket_message(fake.TICKET, bomb) end,
+        function() return client:send_ticket_message(fake.TICKET, TEXT, bomb) end,
+        function() return client:bot_message(bomb) end,
+        function() return client:list_ticket_messages(fake.TICKET, bomb) end,
+        function() return client:send_ticket_messages({ bomb }) end,
+        function() return client:send_ticket_messages({ TEXT }, bomb) end,
+        function() return client:subscribe_events(bomb) end,
+        function() return helpdesk.new(bomb) end,
+      }
+      for i, f in ipairs(calls) do
+        local r, err = no_raise(f)
+        if r and r.failed then
+          assert.are.equal(1, r.failed, "call " .. i)
+        else
+          assert.is_nil(r, "call " .. i)
+          assert_error(err, "invalid")
+        end
+      end
+      local ok, err = pcall(function() for _ in client:ticket_messages(fake.TICKET, bomb) do end end)
+      assert.is_false(ok)
+      assert_error(err, "invalid")
+      assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+  end)
+
   describe("made from inside a token fetch", function()
     it("by the client's own logger does not wait out the fetch's lock", function()
       local client, inner, inner_err, inner_s

@@ -788,5 +788,43 @@ function Client:close()
   p.handle:close()
 end
 
+-- A public call never raises: input whose metamethods raise (an __index
+-- that errors, say) is an invalid error, as other bad input is. The
+-- iterator raises error objects only, by design.
+local function raised_error(c, what)
+  local ok, text = pcall(tostring, what)
+  local err = errors.new("invalid", { field = "input",
+    msg = "reading the input raised an error: " .. (ok and text or "(an error that cannot be shown)") })
+  if type(c) == "table" and private[c] then return errors.redact(err, secrets_of(c)) end
+  return err
+end
+
+for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_message", "list_ticket_messages",
+                        "subscribe_events", "unsubscribe_events" }) do
+  local f = Client[name]
+  Client[name] = function(self, ...)
+    local ok, a, b = pcall(f, self, ...)
+    if ok then return a, b end
+    if errors.is(a) then return nil, a end
+    return nil, raised_error(self, a)
+  end
+end
+
+local make_iterator = Client.ticket_messages
+function Client:ticket_messages(...)
+  local ok, iter = pcall(make_iterator, self, ...)
+  if ok then return iter end
+  if errors.is(iter) then error(iter, 2) end
+  error(raised_error(self, iter), 2)
+end
+
+local new = M.new
+function M.new(opts)
+  local ok, c, err = pcall(new, opts)
+  if ok then return c, err end
+  if errors.is(c) then return nil, c end
+  return nil, raised_error(nil, c)
+end
+
 M.Client = Client
 return M
