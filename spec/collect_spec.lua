@@ -100,4 +100,31 @@ describe("clients", function()
     end, function(c) c:list_ticket_messages(fake.TICKET) end)
     assert.are.equal(0, left, why)
   end)
+
+  it("replaced by configure mid-listing are collected with their sockets once the listing is done or dropped",
+     function()
+    local helpdesk = require "helpdesk"
+    fake.ticket({ ticket_id = fake.TICKET, messages = 450, start = 1700000000, step = 60 })
+    local probe = setmetatable({}, { __mode = "v" })
+    full_gc()
+    local before = fds()
+    local function run()
+      for i = 1, 20 do
+        probe[#probe + 1] = assert(helpdesk.configure(fake.options({ rate_limit = false })))
+        local n = 0
+        for _ in helpdesk.ticket_messages(fake.TICKET) do
+          n = n + 1
+          if n == 200 then probe[#probe + 1] = assert(helpdesk.configure(fake.options({ rate_limit = false }))) end
+          if i % 2 == 0 and n == 300 then break end -- dropped half-way
+        end
+        assert.are.equal(i % 2 == 0 and 300 or 450, n)
+      end
+    end
+    run()
+    full_gc()
+    -- the default client the last configure set, and nothing else
+    assert.are.equal(1, count(probe), count(probe) .. " of 40 clients left after a full collection")
+    local after = fds()
+    assert.is_true(after <= before + 1, before .. " descriptors before, " .. after .. " after")
+  end)
 end)
