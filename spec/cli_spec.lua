@@ -465,6 +465,28 @@ describe("the helpdesk command", function()
       assert.matches("larger than 1 MiB", err)
       assert.are.equal(0, #fake.requests_to(PATH))
     end)
+
+    it("is a usage error for a --ca-file that is a directory or missing, for every command, nothing sent", function()
+      local dir = os.tmpname()
+      os.remove(dir)
+      assert(os.execute("mkdir " .. quote(dir)))
+      for _, file in ipairs({ dir, dir .. "/missing.pem" }) do
+        for _, args in ipairs({ { "send", fake.TICKET, "--text", "x" }, { "bot", "oc_chat1", "--text", "x" },
+                                { "messages", fake.TICKET },
+                                { "events", "subscribe", "helpdesk.ticket.created_v1" } }) do
+          local call = {}
+          for _, list in ipairs({ args, { "--base-url", assert(fake.tls_url), "--ca-file", file } }) do
+            for _, a in ipairs(list) do call[#call + 1] = a end
+          end
+          local rc, out, err = helpdesk(call)
+          assert.are.equal(2, rc, args[1] .. " " .. file .. ": " .. err)
+          assert.are.equal("", out)
+          assert.matches("^helpdesk: %-%-ca%-file cannot read [^\n]*\n$", err)
+        end
+      end
+      os.execute("rmdir " .. quote(dir))
+      assert.are.equal(0, #fake.requests())
+    end)
   end)
 
   describe("a listing that fails", function()

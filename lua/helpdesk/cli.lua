@@ -168,6 +168,18 @@ local function parse(args, first, known)
   return pos, flags
 end
 
+-- nil, or a usage error when --flag's file name cannot be read (missing,
+-- a directory, no permission); what it holds is for its reader to judge.
+local function unreadable(flag, name)
+  local f, err = io.open(name, "rb")
+  if not f then return usage("--" .. flag .. " cannot read " .. tostring(err)) end
+  local ok, s, rerr = pcall(f.read, f, 1)
+  f:close()
+  if not ok or (s == nil and rerr) then
+    return usage("--" .. flag .. " cannot read " .. name .. ": " .. tostring(ok and rerr or s))
+  end
+end
+
 -- The client options: the FEISHU_* environment, then the flags.
 local function client_options(flags, out)
   local opts = config.from_env()
@@ -177,6 +189,10 @@ local function client_options(flags, out)
                 ["ca-file"] = "ca_file", proxy = "proxy" }
   for flag, key in pairs(map) do
     if flags[flag] ~= nil then opts[key] = flags[flag] end
+  end
+  if flags["ca-file"] then
+    local bad = unreadable("ca-file", flags["ca-file"])
+    if bad then return nil, bad end
   end
   -- a token from the flags replaces app credentials from the environment, and the other way round
   if flags["tenant-access-token"] then opts.app_id, opts.app_secret = nil, nil
