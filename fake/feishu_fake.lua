@@ -31,6 +31,7 @@ local function reset()
     tickets = {},       -- ticket_id -> { closed =, messages = {} }
     bot_messages = {},
     subscriptions = {}, -- "type/subtype" -> true, by /events/subscribe
+    pushes = {},        -- each try of each /_fake/push: { push =, n =, status =, error = }
     texts = { received = {}, delivered = {} }, -- text -> requests that carried it / deliveries
     requests = {},
     faults = {},
@@ -543,6 +544,23 @@ local function control(path, body)
       state.clock_offset = state.clock_offset + advance
     end
     return send(200, { ok = true, offset = state.clock_offset, now = now() })
+  elseif path == "/_fake/push" then
+    -- an event pushed to req.url as Feishu pushes it (fake/feishu_push.lua)
+    if type(req.url) ~= "string" or type(req.event) ~= "string" then
+      return control_error("url and event (the plaintext JSON) must be strings")
+    end
+    state.push_count = (state.push_count or 0) + 1
+    local id = state.push_count
+    local pushes = state.pushes -- a reset meanwhile starts a new list
+    local ok, err = require("feishu_push").start(req, function(t)
+      t.push = id
+      pushes[#pushes + 1] = t
+    end)
+    if not ok then return control_error("no timer: " .. tostring(err)) end
+    return send(200, { ok = true, push = id })
+  elseif path == "/_fake/pushes" then
+    if #state.pushes == 0 then return send(200, nil, "[]") end
+    return send(200, state.pushes)
   elseif path == "/_fake/texts" then
     return send(200, state.texts)
   elseif path == "/_fake/delivered" then

@@ -40,6 +40,10 @@ function M.ticket(t) return M.control("ticket", t) end
 function M.fault(t) return M.control("fault", t) end
 function M.bot_messages() return M.control("bot_messages") end
 function M.subscriptions() return M.control("subscriptions") end
+-- Pushes an event as Feishu does (t: url, event, encrypt_key, delays,
+-- timeout, ignore_first); pushes() lists each try.
+function M.push(t) return M.control("push", t) end
+function M.pushes() return M.control("pushes") end
 
 -- The fake's clock: advance it by seconds (>= 0; nil only reads it). Returns
 -- { ok = true, offset = seconds ahead of the wall clock, now = the fake's time }.

@@ -231,6 +231,33 @@ describe("OpenResty #openresty", function()
       os.remove(file)
     end)
 
+    it("acts once on an event the fake Feishu pushes again after a lost answer", function()
+      local KEY, TOKEN = "nginx-encrypt-key", "nginx-verification-token"
+      local event = cjson.encode({
+        schema = "2.0",
+        header = { event_id = "ev-pushed-1", token = TOKEN, create_time = "1608725989000",
+                   event_type = "helpdesk.ticket_message.created_v1", app_id = "cli_fake_app", tenant_key = "t" },
+        event = { ticket = { ticket_id = fake.TICKET }, msg_type = "text", sender_type = 2,
+                  content = { content = "hello?", msg_type = "text" } },
+      })
+      -- encrypted and signed by the fake with the openssl command line; the
+      -- first answer counts as lost, so it pushes again 0.3 s later
+      assert(fake.push({ url = url .. "/events", event = event, encrypt_key = KEY, delays = { 0.3, 0.3 },
+                         timeout = 2, ignore_first = true }))
+      local ack = "ack ev-pushed-1 after 0"
+      local tries
+      for _ = 1, 50 do -- at most 5 s
+        tries = fake.pushes()
+        if #tries >= 2 and (fake.texts().delivered[ack] or 0) > 0 then break end
+        sh("sleep 0.1")
+      end
+      sh("sleep 0.3") -- time for a second reply, if one were coming
+      assert.are.equal(2, #tries)
+      assert.are.equal("ignored", tries[1].error)
+      assert.are.equal(200, tries[2].status)
+      assert.are.equal(1, fake.texts().delivered[ack])
+    end)
+
     it("lets the collector take clients a handler dropped", function()
       assert.are.equal("0 left\n", curl(url .. "/collect"))
     end)

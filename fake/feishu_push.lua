@@ -1,0 +1,86 @@
+-- The fake Feishu pushing an event to a callback URL the way Feishu does:
+-- encrypted (AES-256-CBC under SHA-256 of the encrypt key, a random IV,
+-- base64 of both) and signed (hex SHA-256 of timestamp, nonce, encrypt key
+-- and the raw body), by the openssl command line, apart from the library;
+-- pushed again when the answer is not a 200 in time.
+local cjson = require "cjson.safe"
+
+local M = {}
+
+-- Runs cmd with its %s filled by the paths of temporary files holding each
+-- input; returns its standard output.
+local function openssl(cmd, ...)
+  local paths = {}
+  for i, input in ipairs({ ... }) do
+    paths[i] = os.tmpname()
+    local f = assert(io.open(paths[i], "wb"))
+    f:write(input)
+    f:close()
+  end
+  local p = assert(io.popen(string.format(cmd, unpack(paths))))
+  local out = p:read("*a")
+  p:close()
+  for _, path in ipairs(paths) do os.remove(path) end
+  return out
+end
+
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+local function sha256_hex(s)
+  return (openssl("openssl dgst -sha256 -r %s", s):match("^(%x+)"))
+end
+
+-- {"encrypt": …} of plaintext under key.
+local function encrypt(key, plaintext)
+  local iv = ""
+  for _ = 1, 16 do iv = iv .. string.char(math.random(0, 255)) end
+  local ct = openssl("openssl enc -aes-256-cbc -K " .. sha256_hex(key) .. " -iv " .. hex(iv) .. " -in %s", plaintext)
+  return cjson.encode({ encrypt = ngx.encode_base64(iv .. ct) })
+end
+
+-- One POST of body to url (http://host:port/path) with headers; returns the
+-- status, or nil and why (no answer within timeout seconds).
+local function post(url, headers, body, timeout)
+  local host, port, path = url:match("^http://([^:/]+):(%d+)(/.*)$")
+  if not host then return nil, "url must be http://host:port/path" end
+  local sock = ngx.socket.tcp()
+  sock:settimeout(timeout * 1000)
+  local ok, err = sock:connect(host, tonumber(port))
+  if not ok then return nil, err end
+  local lines = { "POST " .. path .. " HTTP/1.1", "Host: " .. host .. ":" .. port, "Connection: close",
+                  "Content-Type: application/json; charset=utf-8", "Content-Length: " .. #body }
+  for k, v in pairs(headers) do lines[#lines + 1] = k .. ": " .. v end
+  ok, err = sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+  if not ok then sock:close(); return nil, err end
+  local status_line
+  status_line, err = sock:receive("*l")
+  sock:close()
+  if not status_line then return nil, err end
+  return tonumber(status_line:match("^HTTP/1%.%d (%d%d%d)"))
+end
+
+-- push: { url =, event = the plaintext (JSON text), encrypt_key = (nil:
+-- plain), delays = { seconds between tries } (Feishu: 15, 300, 3600,
+-- 21600), timeout = seconds an answer may take (Feishu: 3), ignore_first =
+-- true (the first answer counts as lost) }. record(push, try) is told of
+-- each try: { status =, error = }.
+function M.start(push, record)
+  local key = push.encrypt_key
+  local body = key and encrypt(key, push.event) or push.event
+  local delays = push.delays or { 15, 300, 3600, 21600 }
+  local function try(premature, n)
+    if premature then return end
+    local ts, nonce = tostring(ngx.time()), tostring(math.random(1, 1e9))
+    local headers = { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = nonce }
+    if key then headers["X-Lark-Signature"] = sha256_hex(ts .. nonce .. key .. body) end
+    local status, err = post(push.url, headers, body, push.timeout or 3)
+    if n == 1 and push.ignore_first then status, err = nil, "ignored" end
+    record({ n = n, status = status, error = err })
+    if status ~= 200 and delays[n] then ngx.timer.at(delays[n], try, n + 1) end
+  end
+  return ngx.timer.at(0, try, 1)
+end
+
+return M
