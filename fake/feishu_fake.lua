@@ -552,11 +552,11 @@ local function control(path, body)
     state.push_count = (state.push_count or 0) + 1
     local id = state.push_count
     local pushes = state.pushes -- a reset meanwhile starts a new list
-    local ok, err = require("feishu_push").start(req, function(t)
+    local started, err = require("feishu_push").start(req, function(t)
       t.push = id
       pushes[#pushes + 1] = t
     end)
-    if not ok then return control_error("no timer: " .. tostring(err)) end
+    if not started then return control_error("no timer: " .. tostring(err)) end
     return send(200, { ok = true, push = id })
   elseif path == "/_fake/pushes" then
     if #state.pushes == 0 then return send(200, nil, "[]") end
