@@ -18,7 +18,8 @@ local M = {}
 --   request = function(deadline) -> the core request fields but url, body, headers,
 --   log_request, log_response, log_retry = the logger's hooks, or nil,
 --   closed = function() -> the error of a client closed meanwhile, or nil,
---   secrets = function() -> the strings no error may show }
+--   secrets = function() -> the strings no error may show,
+--   min_attempt = seconds of budget an exchange needs at least }
 -- Returns a list: for each job, { obj = the decoded answer } or { err = error }.
 function M.run(b)
   local jobs, out = b.jobs, {}
@@ -88,7 +89,7 @@ function M.run(b)
       end
       local at, need = start_at[i], nil
       if tok and b.limiter and not at then
-        at, need = b.limiter:reserve(clock, b.deadline)
+        at, need = b.limiter:reserve(clock, b.deadline - (b.min_attempt or 0))
         start_at[i] = at
       end
       if not tok or (b.limiter and not at) then

@@ -301,7 +301,9 @@ local function call(c, endpoint, method, path, query, body, call_opts)
     end
     tok, err = p.tokens:get(attempt)
     if tok and limiter then
-      local waited, need = limiter:acquire(clock, deadline)
+      -- a slot that leaves no time for the exchange (a sleep may run over
+      -- a little) is past the budget too
+      local waited, need = limiter:acquire(clock, deadline - 2 * MIN_ATTEMPT)
       if waited and waited > 0 then emit(c, { event = "rate_limit_wait", endpoint = endpoint, wait = waited }) end
       if not waited then
         err = ratelimit.past_budget(endpoint, "the call", need)
@@ -491,6 +493,7 @@ function Client:send_ticket_messages(items, opts)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
       closed = function() return p.closed and closed_error() or nil end,
+      min_attempt = 2 * MIN_ATTEMPT,
       secrets = p.secrets,
       request = function(deadline)
         local a = attempt_opts(self, call_opts, deadline)
