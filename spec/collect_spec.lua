@@ -7,22 +7,8 @@ local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local TEXT = { msg_type = "text", content = { text = "collected" } }
 local N = 200
 
--- Open file descriptors of this process (sockets included).
-local function fds()
-  local pid = assert(io.open("/proc/self/stat")):read("*n")
-  local p = assert(io.popen("ls /proc/" .. pid .. "/fd | wc -l"))
-  local n = p:read("*n")
-  p:close()
-  return n
-end
-
-local function full_gc()
-  -- LuaJIT's traces keep the objects they were specialised on (the last
-  -- client's logger, say) as constants: one at most, not a leak
-  if type(jit) == "table" then jit.flush() end
-  collectgarbage()
-  collectgarbage()
-end
+local usage = require "process_usage"
+local fds, full_gc = usage.open_fds, usage.full_gc
 
 local function count(t)
   local n = 0

@@ -177,9 +177,7 @@ describe("receiver:handle", function()
       end
     end
     run()
-    if type(jit) == "table" then jit.flush() end
-    collectgarbage()
-    collectgarbage()
+    require("process_usage").full_gc()
     local left = 0
     for _ in pairs(probe) do left = left + 1 end
     assert.are.equal(0, left)

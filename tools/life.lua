@@ -14,6 +14,7 @@ package.cpath = "build/lua/" .. (type(jit) == "table" and "jit" or _VERSION:matc
 local core = require "helpdesk.core"
 local clock = require "helpdesk.clock"
 local fake = require "fake"
+local usage = require "process_usage"
 local helpdesk = require "helpdesk"
 local life = require "life_model"
 
@@ -315,21 +316,7 @@ local function work_until(t, d)
   end
 end
 
-local function fds()
-  local n = 0
-  local p = io.popen("ls /proc/" .. io.open("/proc/self/stat"):read("*n") .. "/fd")
-  for _ in p:lines() do n = n + 1 end
-  p:close()
-  return n
-end
-
-local function lua_kib()
-  -- LuaJIT's traces keep what they were specialised on as constants
-  if type(jit) == "table" then jit.flush() end
-  collectgarbage()
-  collectgarbage()
-  return collectgarbage("count")
-end
+local fds, lua_kib = usage.open_fds, usage.lua_kib
 
 fake.reset()
 fake.config({ record = false, rate_limits = { ticket_message = { per_second = 50, per_minute = 1000 },

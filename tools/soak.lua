@@ -7,6 +7,7 @@ package.path = "lua/?.lua;spec/?.lua;" .. package.path
 package.cpath = "build/lua/" .. (type(jit) == "table" and "jit" or _VERSION:match("%d+%.%d+")) .. "/?.so;"
   .. package.cpath
 local fake = require "fake"
+local usage = require "process_usage"
 local core = require "helpdesk.core"
 
 local N = tonumber(arg[1]) or 100000
@@ -15,27 +16,13 @@ local CLOSED = 20000
 local floor = math.floor
 local TEXT = { msg_type = "text", content = { text = "soak" } }
 
-local function fds()
-  local p = io.popen("ls /proc/" .. (io.open("/proc/self/stat"):read("*n")) .. "/fd 2>/dev/null | wc -l")
-  local n = p:read("*n")
-  p:close()
-  return n
-end
+local fds, lua_kib = usage.open_fds, usage.lua_kib
 
 local function rss_kib()
   for line in io.lines("/proc/self/status") do
     local v = line:match("^VmRSS:%s+(%d+)")
     if v then return tonumber(v) end
   end
-end
-
-local function lua_kib()
-  -- LuaJIT's traces keep a few objects they were specialised on (the last
-  -- client, say) as constants: flushed, so that only real growth counts
-  if type(jit) == "table" then jit.flush() end
-  collectgarbage()
-  collectgarbage()
-  return collectgarbage("count")
 end
 
 -- the fake keeps no record of requests, and the ticket is not stored huge
