@@ -337,11 +337,6 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   end
   if not obj then
     err.retries = retries
-    if method == "GET" and err.sent then
-      -- a GET changes nothing: its outcome is never in doubt
-      err.sent = false
-      err.msg = err.msg:gsub(" %(the request was sent: it may have been processed%)", "")
-    end
     mark_maybe_delivered(method, err)
     return nil, errors.redact(err, secrets_of(c))
   end

@@ -38,17 +38,20 @@ function M.setup_error(info)
   return new_error("invalid", { field = info.field, msg = info.message })
 end
 
-local function transport_error(info)
+-- method: of the request; a GET changes nothing, so its outcome is never in
+-- doubt, sent or not.
+local function transport_error(info, method)
   if info.field then return M.setup_error(info) end
   local msg = info.message or "transfer failed"
   if info.curl_code == CURLE_SEND_FAIL_REWIND then
     msg = "the connection closed before an answer; not resent"
   end
-  if info.sent then
+  local sent = info.sent and method ~= "GET" or false
+  if sent then
     msg = msg .. " (the request was sent: it may have been processed)"
   end
   return new_error("transport", {
-    msg = msg, curl_code = info.curl_code, sent = info.sent or false,
+    msg = msg, curl_code = info.curl_code, sent = sent,
     too_large = info.too_large or nil,
   })
 end
@@ -59,13 +62,14 @@ end
 -- show (called only for an answer that needs an excerpt).
 function M.exchange(handle, req, secrets)
   local status, body, headers = handle:request(req)
-  return M.answer(status, body, headers, secrets)
+  return M.answer(status, body, headers, secrets, req.method)
 end
 
 -- What the core returned for one request (status, body, headers, or nil and
--- the error info), sorted the same way; secrets as for exchange.
-function M.answer(status, body, headers, secrets)
-  if not status then return nil, transport_error(body) end
+-- the error info), sorted the same way; secrets as for exchange, method that
+-- of the request (POST when not given).
+function M.answer(status, body, headers, secrets, method)
+  if not status then return nil, transport_error(body, method) end
 
   local decoded = json.decode(body)
   local obj = type(decoded) == "table" and decoded or nil
