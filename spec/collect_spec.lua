@@ -87,6 +87,25 @@ describe("clients", function()
     assert.are.equal(0, left, why)
   end)
 
+  it("are collected when the store given them refers back to them", function()
+    local helpdesk = require "helpdesk"
+    local left, before, after, why = churn(function()
+      -- a caller's store that logs through its client: the store leads back
+      local c
+      local inner = helpdesk.memory_store()
+      local st = setmetatable({}, { __index = function(_, name)
+        return function(_, ...)
+          if c then c.last_store_call = name end
+          return inner[name](inner, ...)
+        end
+      end })
+      c = fake.client({ store = st })
+      return c
+    end, function(c) assert(c:send_ticket_message(fake.TICKET, TEXT)) end)
+    assert.are.equal(0, left, why)
+    assert.is_true(after <= before, before .. " descriptors before, " .. after .. " after")
+  end)
+
   it("replaced by configure mid-listing are collected with their sockets once the listing is done or dropped",
      function()
     local helpdesk = require "helpdesk"

@@ -162,6 +162,8 @@ function M.new(opts)
     max_rate_limit_wait = cfg.max_rate_limit_wait,
     -- here, not with the secrets: a logger may well refer to its client
     logger = cfg.logger,
+    -- the caller's store, likewise (what the client keeps holds it weakly)
+    store = cfg.store,
   }, Client)
   local p = {
     handle = handle,

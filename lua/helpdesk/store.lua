@@ -3,7 +3,7 @@
 -- (so that all workers share one token and one budget). Both answer the
 -- calls of ngx.shared.DICT that the token cache and the limiter use:
 -- get, set, add, delete, incr. Times-to-live are in seconds; 0 or nil is none.
-local setmetatable, type = setmetatable, type
+local setmetatable, type, pcall = setmetatable, type, pcall
 
 local M = {}
 
@@ -54,19 +54,27 @@ end
 -- answers as a full shared dict does (nothing, false), never the raise,
 -- and get gives one value (a shared dict's get may add an error message,
 -- which tonumber would take for a base).
+-- The store is held weakly: its client holds it, for a caller's store may
+-- well refer back to its client, and what the client keeps out of sight
+-- must not (Lua 5.1 and LuaJIT have no ephemerons).
 function M.guarded(st)
+  local ref = setmetatable({ st }, { __mode = "v" })
   local function call(name, ...)
-    local ok, a = pcall(st[name], st, ...)
+    local s = ref[1]
+    if s == nil then return nil end -- gone with its client
+    local ok, a = pcall(s[name], s, ...)
     if ok then return a end
     return nil
   end
   return {
     -- the store itself: what the clients sharing it have in common
-    inner = st,
+    inner = function() return ref[1] end,
     get = function(_, key) return (call("get", key)) end,
     set = function(_, key, value, ttl) return call("set", key, value, ttl) or false end,
     add = function(_, key, value, ttl)
-      local ok, a, why = pcall(st.add, st, key, value, ttl)
+      local s = ref[1]
+      if s == nil then return false, "failed" end
+      local ok, a, why = pcall(s.add, s, key, value, ttl)
       if not ok then return false, "failed" end
       return a and true or false, why
     end,

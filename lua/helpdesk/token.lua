@@ -35,7 +35,8 @@ local PEEK_SAFETY = 30
 -- what it holds, and so does a store nobody uses.
 local fetching = setmetatable({}, { __mode = "k" })
 local function fetches_of(store)
-  store = store.inner or store -- a store given by the caller, under its guard
+  -- a store given by the caller, under its guard
+  store = store.inner and store.inner() or store
   local f = fetching[store]
   if not f then
     f = setmetatable({}, { __mode = "v" })
