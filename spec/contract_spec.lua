@@ -309,6 +309,64 @@ describe("a call", function()
       assert.is_table(data)
     end)
 
+    it("by a coroutine abandoned mid-fetch leaves no lock behind: the next call fetches at once", function()
+      local client, fetching
+      client = fake.client({ timeout = 5, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and not fetching then
+          fetching = true
+          coroutine.yield() -- and the scheduler never resumes it (a cancelled task)
+        end
+      end })
+      local co1 = coroutine.create(function() return client:send_ticket_message(fake.TICKET, TEXT) end)
+      assert(coroutine.resume(co1))
+      assert.is_true(fetching)
+      -- Lua 5.1 cannot yield across the pcall the logger runs in
+      if coroutine.status(co1) == "dead" then return end
+      -- closed where the Lua can (5.4), else dropped and collected
+      local close = coroutine.close
+      if close then assert(close(co1)) else co1 = nil end -- luacheck: ignore 311
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local t0 = core.monotime()
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      local waited = core.monotime() - t0
+      assert.is_nil(err and tostring(err))
+      assert.is_table(data)
+      assert.is_true(waited < 1, "the next call waited " .. waited .. " s")
+    end)
+
+    it("by a coroutine abandoned mid-fetch, with a store that cannot delete, ends by the call's timeout", function()
+      local inner = helpdesk.memory_store()
+      local deletes = 0
+      -- deletes nothing; after 50 tries it lets the lock go, so that a spin ends
+      local st = setmetatable({
+        delete = function() deletes = deletes + 1 end,
+        get = function(_, key)
+          if deletes > 50 and key:find(":lock$") then return nil end
+          return inner:get(key)
+        end,
+      }, { __index = function(_, name) return function(_, ...) return inner[name](inner, ...) end end })
+      local client, fetching
+      client = fake.client({ store = st, timeout = 0.3, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and not fetching then
+          fetching = true
+          coroutine.yield()
+        end
+      end })
+      local co1 = coroutine.create(function() return client:send_ticket_message(fake.TICKET, TEXT) end)
+      assert(coroutine.resume(co1))
+      if coroutine.status(co1) == "dead" then return end -- Lua 5.1: no yield across pcall
+      local close = coroutine.close
+      if close then assert(close(co1)) else co1 = nil end -- luacheck: ignore 311
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err)
+      assert.is_false(err.sent)
+      assert.is_true(deletes <= 2, deletes .. " deletes of the lock")
+    end)
+
     it("closing the client from the logger ends the call with an error, not a raise", function()
       local client
       client = fake.client({ logger = function(e)

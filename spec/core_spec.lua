@@ -22,6 +22,24 @@ describe("helpdesk.core", function()
     end)
   end)
 
+  describe("random", function()
+    it("draws the bytes asked for, different each time, and refuses other lengths", function()
+      local seen = {}
+      for n = 1, 64 do
+        local r = core.random(n)
+        assert.are.equal(n, #r)
+        if n >= 8 then
+          assert.is_nil(seen[r], "drawn twice")
+          seen[r] = true
+        end
+      end
+      for _, bad in ipairs({ 0, -1, 65 }) do
+        assert.has_error(function() core.random(bad) end)
+      end
+      assert.has_error(function() core.random("x") end)
+    end)
+  end)
+
   describe("normalize", function()
     local cjson = require "cjson"
     local has_integers = math.type ~= nil

@@ -658,6 +658,18 @@ static int core_equal(lua_State *L) {
   return 1;
 }
 
+/* core.random(n) -> n bytes (1 to 64) from libcrypto's generator: marks
+ * that another process, or another host, will not draw too. Raises when
+ * the generator fails. */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  unsigned char buf[64];
+  luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "1 to 64 bytes");
+  if (hd_random(buf, (size_t)n) != 0) return luaL_error(L, "random: libcrypto failed");
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
 /* core.utf8_valid(s) -> true, or false and the 1-based position of the
  * first byte that does not begin a well-formed UTF-8 character */
 static int core_utf8_valid(lua_State *L) {
@@ -771,6 +783,7 @@ static const luaL_Reg core_functions[] = {
     {"sha256", core_sha256},
     {"aes256cbc_decrypt", core_aes256cbc_decrypt},
     {"equal", core_equal},
+    {"random", core_random},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
     {"utf8_valid", core_utf8_valid},

@@ -4,6 +4,7 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
 int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
@@ -66,3 +67,8 @@ const char *hd_decrypt_strerror(int rc) {
 }
 
 int hd_equal(const void *a, const void *b, size_t n) { return n == 0 || CRYPTO_memcmp(a, b, n) == 0; }
+
+int hd_random(unsigned char *out, size_t n) {
+  if (n > INT_MAX) return -1;
+  return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+}

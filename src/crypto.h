@@ -34,6 +34,10 @@ int hd_aes256cbc_decrypt(const unsigned char *key, const unsigned char *iv, cons
 /* A sentence for a result of hd_aes256cbc_decrypt. */
 const char *hd_decrypt_strerror(int rc);
 
+/* n bytes from libcrypto's generator into out. Returns 0, or -1 when it
+ * fails (not seeded). */
+int hd_random(unsigned char *out, size_t n);
+
 /* 1 if a[0..n) equals b[0..n), in a time that depends on n only. */
 int hd_equal(const void *a, const void *b, size_t n);
 

@@ -1,9 +1,10 @@
 -- The tenant access token of one client: a fixed token used as given, or
 -- one fetched with app_id + app_secret, cached and refreshed before expiry.
 local errors = require "helpdesk.errors"
+local core = require "helpdesk.core"
 
 local setmetatable, type, tonumber, tostring, pcall = setmetatable, type, tonumber, tostring, pcall
-local min, max, format, running = math.min, math.max, string.format, coroutine.running
+local min, max, format, running, costatus = math.min, math.max, string.format, coroutine.running, coroutine.status
 
 local M = {}
 
@@ -45,6 +46,28 @@ local function fetches_of(store)
   return f
 end
 local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+
+-- What a lock taken in this Lua state holds: a mark of its own, so that a
+-- lock of this state whose fetching coroutine is gone (closed, or dropped
+-- and collected: a cancelled task) is known for one nobody will let go.
+-- Drawn at first use, not at load: nginx's workers fork from a master that
+-- may have loaded this module.
+local own_mark
+local function mark()
+  if not own_mark then
+    own_mark = (core.random(12):gsub(".", function(ch) return format("%02x", ch:byte()) end))
+  end
+  return own_mark
+end
+
+-- Whether the fetch that took a lock holding this state's mark is over,
+-- with no one left to let the lock go: its coroutine was collected, or (out
+-- of nginx, whose coroutine.status knows only the request's own) is dead.
+local function abandoned(holder)
+  if holder == nil then return true end
+  if holder == MAIN or rawget(_G, "ngx") then return false end
+  return costatus(holder) == "dead"
+end
 
 local Token = {}
 Token.__index = Token
@@ -118,8 +141,9 @@ function Token:locked_refresh(arg, old, co)
   local f = fetches_of(self.store)
   f[self.key] = co
   local ok, tok, err = pcall(self.refresh, self, arg, old)
-  f[self.key] = nil
+  -- the lock first: while it is held, the entry says by whom
   pcall(self.store.delete, self.store, self.lock)
+  f[self.key] = nil
   if not ok then
     return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
   end
@@ -136,6 +160,7 @@ function Token:get(arg)
   local timeout = max(arg and arg.timeout or 30, 0)
   local limit = timeout + 1
   local co = running() or MAIN
+  local let_go
   while true do
     local now = self.now()
     local c = self:cached()
@@ -153,7 +178,7 @@ function Token:get(arg)
     end
     -- one fetch at a time, across every worker that shares the store; a
     -- store that cannot take the lock at all (full, failing) lets it go ahead
-    local locked, why = self.store:add(self.lock, 1, limit)
+    local locked, why = self.store:add(self.lock, mark(), limit)
     if locked or (why ~= nil and why ~= "exists") then
       local tok, err = self:locked_refresh(arg, c, co)
       self.token = tok or self.token
@@ -165,17 +190,22 @@ function Token:get(arg)
       return c.token
     end
     local holder = fetches_of(self.store)[self.key]
-    if holder and (holder == co or not self.yields()) then
+    if not let_go and self.store:get(self.lock) == mark() and abandoned(holder) then
+      let_go = true -- once: a store that fails to delete must not spin here
+      -- a fetch of this state abandoned mid-way: nobody else will let its
+      -- lock go, so this call does, and takes it on the next turn
+      self.store:delete(self.lock)
+    elseif holder and (holder == co or not self.yields()) then
       return nil, token_error("the tenant token is being fetched by a call under way in this Lua state "
         .. "(one whose logger calls back in, or a coroutine it let run), which cannot go on while this one "
         .. "waits; nothing was sent")
-    end
-    if waited >= timeout then
+    elseif waited >= timeout then
       return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
+    else
+      self.sleep(pause)
+      waited = waited + pause
+      pause = min(pause * 2, 0.05)
     end
-    self.sleep(pause)
-    waited = waited + pause
-    pause = min(pause * 2, 0.05)
   end
 end
 
