@@ -355,6 +355,23 @@ describe("validation", function()
       assert_invalid("options", function() return helpdesk.new("https://open.feishu.cn") end)
     end)
 
+    it("refuses a secret too short to be kept out of messages, and a base URL holding a password", function()
+      -- Feishu's secrets are 32 characters and more: a short one is a typo,
+      -- and could not be redacted without hiding ordinary words
+      assert_invalid("app_secret", new({ app_secret = "abc" }))
+      assert_invalid("helpdesk_token", new({ helpdesk_token = "1234567" }))
+      assert_invalid("tenant_access_token", new({ app_id = false, app_secret = false, tenant_access_token = "t-x" }))
+      assert_invalid("proxy", new({ proxy = "http://user:pw@127.0.0.1:3128" }))
+      assert_invalid("base_url", new({ base_url = "https://user:s3cr3t-pass@open.feishu.cn" }))
+      local _, err = new({ base_url = "https://user:s3cr3t-pass@open.feishu.cn" })()
+      assert.is_nil(tostring(err):find("s3cr3t", 1, true))
+      assert_invalid("base_url", new({ base_url = "https://@open.feishu.cn" }))
+      -- eight bytes will do, and an @ after the host is not a password
+      assert.is_table(new({ app_secret = "12345678", helpdesk_token = "abcdefgh",
+                            proxy = "http://user:pw345678@127.0.0.1:3128" })())
+      assert.is_table(new({ base_url = "https://open.feishu.cn/x@y" })())
+    end)
+
     it("never shows the secret of a rejected option", function()
       local _, err = helpdesk.new(fake.options({ app_secret = "s3cr3t\r\n" }))
       assert.is_nil(tostring(err):find("s3cr3t", 1, true))

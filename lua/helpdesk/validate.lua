@@ -243,9 +243,19 @@ function M.seconds(field, v)
 end
 
 -- A credential or other header-bound string.
-function M.secret(field, v)
+-- Feishu's secrets are 32 characters and more; a shorter one is a typo,
+-- and one this short could not be redacted from a message without hiding
+-- ordinary words in it too.
+M.MIN_SECRET = 8
+
+-- A string for a header or a credential; min: the fewest bytes it may have.
+function M.secret(field, v, min)
   if type(v) ~= "string" or v == "" then return nil, invalid(field, "must be a non-empty string") end
   if v:find("[\r\n%z]") then return nil, invalid(field, "must not contain CR, LF or NUL") end
+  if min and #v < min then
+    return nil, invalid(field, "is shorter than " .. min .. " bytes: not a secret Feishu issues "
+      .. "(and one that short could not be kept out of messages)")
+  end
   return v
 end
 
@@ -255,6 +265,11 @@ function M.base_url(v)
   end
   if v:find("[%s%c?#]") then
     return nil, invalid("base_url", "must not contain whitespace, control characters, '?' or '#'")
+  end
+  -- Feishu takes no user or password in the URL (its calls carry tokens),
+  -- and one there would show wherever the URL does
+  if v:match("^[^:]+://([^/]*)"):find("@", 1, true) then
+    return nil, invalid("base_url", "must not hold a user or password (user:password@host)")
   end
   return (v:gsub("/+$", ""))
 end
