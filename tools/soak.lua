@@ -74,7 +74,7 @@ end)
 one:close()
 
 phase("short-lived clients", function(i)
-  local c = fake.client({ rate_limit = false, tenant_access_token = "t-soak-token", app_id = false, app_secret = false })
+  local c = fake.client({ rate_limit = false, tenant_access_token = "t-soaking", app_id = false, app_secret = false })
   -- the fixed token is not one the fake issued: an api error, a full exchange all the same
   local _, err = c:list_ticket_messages(fake.TICKET)
   if i % 2 == 0 then c:close() end -- and half are left to the collector
