@@ -32,7 +32,8 @@ local function write(name, text)
 end
 
 -- Runs `helpdesk args…` with env (false removes a variable) and stdin text
--- (or stdin_closed); returns exit code, stdout, stderr.
+-- (or stdin_closed; stdout_closed and stderr_closed likewise); returns exit
+-- code, stdout, stderr.
 local function helpdesk(args, opts)
   opts = opts or {}
   local env = {}
@@ -46,12 +47,13 @@ local function helpdesk(args, opts)
   for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
   write(TMP .. ".in", opts.stdin or "")
   local stdin = opts.stdin_closed and " <&-" or " <" .. TMP .. ".in"
-  local cmd = table.concat(parts, " ") .. stdin .. " >" .. (opts.stdout or TMP .. ".out")
+  local stdout = opts.stdout_closed and " >&-" or " >" .. (opts.stdout or TMP .. ".out")
+  local cmd = table.concat(parts, " ") .. stdin .. stdout
   if opts.tty then
     -- stderr on a pseudo-terminal (script(1)); what it shows lands in .err
     cmd = "script -qec " .. quote(cmd .. "; echo $? >" .. TMP .. ".rc") .. " /dev/null >" .. TMP .. ".err"
   else
-    cmd = cmd .. " 2>" .. TMP .. ".err; echo $? >" .. TMP .. ".rc"
+    cmd = cmd .. (opts.stderr_closed and " 2>&-" or " 2>" .. TMP .. ".err") .. "; echo $? >" .. TMP .. ".rc"
   end
   write(TMP .. ".out", "")
   os.execute(cmd)
@@ -464,6 +466,28 @@ describe("the helpdesk command", function()
       assert.are.equal(2, rc, err)
       assert.matches("larger than 1 MiB", err)
       assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+
+    it("is a usage error when stdout is closed, before anything is sent", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3, start = 1700000000, step = 60 })
+      for _, args in ipairs({ { "messages", fake.TICKET }, { "send", fake.TICKET, "--text", "x" },
+                              { "bot", "oc_chat1", "--text", "x" } }) do
+        local rc, _, err = helpdesk(args, { stdout_closed = true })
+        assert.are.equal(2, rc, args[1] .. ": " .. err)
+        assert.matches("^helpdesk: stdout is closed[^\n]*\n$", err)
+      end
+      assert.are.equal(0, #fake.requests())
+    end)
+
+    it("goes on with stderr closed, writing nothing where its connections are", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3, start = 1700000000, step = 60 })
+      local rc, out = helpdesk({ "messages", fake.TICKET, "--verbose" }, { stderr_closed = true })
+      assert.are.equal(0, rc)
+      assert.are.equal(3, select(2, out:gsub("\n", "")))
+      fake.reset()
+      rc = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose" }, { stderr_closed = true })
+      assert.are.equal(0, rc)
+      assert.are.equal(1, #fake.requests_to(PATH))
     end)
 
     it("is a usage error for a --ca-file that is a directory or missing, for every command, nothing sent", function()

@@ -44,9 +44,10 @@ Connection:
   --proxy URL                 e.g. http://proxy:3128
   --verbose                   log each request, answer and retry to stderr
 Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
-written); 2 bad usage or input, nothing sent; 3 the message may have been
-sent (do not resend blindly); 4 a passing failure (rate limit, network,
-server error), nothing processed: try later; 70 a bug in helpdesk.
+written); 2 bad usage or input (or a closed stdout), nothing sent; 3 the
+message may have been sent (do not resend blindly); 4 a passing failure
+(rate limit, network, server error), nothing processed: try later; 70 a
+bug in helpdesk.
 ]==]
 
 local HELP = {
@@ -633,6 +634,13 @@ local function run(args, out)
   return fail(out, err, METHOD[cmd])
 end
 
+-- Whether f's descriptor is closed (EBADF; a pipe answers ESPIPE).
+local EBADF = 9
+local function closed(f)
+  local pos, _, errno = f:seek("cur")
+  return pos == nil and errno == EBADF
+end
+
 --- Runs a command line.
 -- @tab args as the global `arg`: `args[1]` is the command
 -- @tab[opt] io_ `{ out =, err =, stdin = }` (default `io.stdout`,
@@ -642,6 +650,12 @@ function M.main(args, io_)
   io_ = io_ or {}
   local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,
                 now = io_.now }
+  -- A closed stdout's descriptor would go to the first socket opened
+  -- (libcurl's), and the output into it: nothing is done.
+  if not io_.out and closed(io.stdout) then
+    out.err:write("helpdesk: stdout is closed; nothing was sent\n")
+    return M.USAGE
+  end
   -- a bug must not exit 1, which scripts read as "Feishu refused"
   local ok, code = xpcall(function() return run(args, out) end, debug.traceback)
   if ok then return code end
