@@ -6,6 +6,8 @@ local cjson = require "cjson"
 local fake = require "fake"
 
 local ROOT = os.getenv("PWD")
+-- the example's event subscription settings (FEISHU_ENCRYPT_KEY, FEISHU_VERIFICATION_TOKEN)
+local EVENTS_KEY, EVENTS_TOKEN = "example-encrypt-KEY-7f3", "example-verification-TOKEN-9c1"
 local RUN = ROOT .. "/examples/openresty/run"
 -- many requests at once, without curl's progress meter (-s leaves it on)
 local PARALLEL = "curl -s --no-progress-meter --parallel"
@@ -26,8 +28,8 @@ end
 local function start(conf)
   local dir = tmpdir()
   local env = string.format("FEISHU_BASE_URL=%s FEISHU_APP_ID=%s FEISHU_APP_SECRET=%s "
-    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s",
-    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN)
+    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s FEISHU_ENCRYPT_KEY=%s FEISHU_VERIFICATION_TOKEN=%s",
+    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN)
   local out, ok = sh(env .. " " .. RUN .. " start " .. dir .. (conf and " " .. conf or ""))
   assert(ok, "nginx did not start: " .. out)
   return out:match("(http://[%d%.:]+)"), dir
@@ -42,6 +44,33 @@ local function curl(args)
   return out
 end
 
+-- A helpdesk.ticket_message.created_v1 as Feishu writes it (the plaintext).
+local function ticket_message_event(event_id, sender_type, token)
+  return cjson.encode({
+    schema = "2.0",
+    header = { event_id = event_id, token = token or EVENTS_TOKEN, create_time = "1608725989000",
+               event_type = "helpdesk.ticket_message.created_v1", app_id = fake.APP_ID, tenant_key = "t" },
+    event = { ticket = { ticket_id = fake.TICKET }, msg_type = "text", sender_type = sender_type or 2,
+              sender_id = { open_id = "ou_guest_1" }, event_id = "in-" .. event_id,
+              content = { content = "my printer is on fire", msg_type = "text" } },
+  })
+end
+
+-- Polls check() every 0.1 s for at most 5 s; then waits 0.3 s more, for
+-- anything that would come twice.
+local function wait_for(check)
+  for _ = 1, 50 do
+    if check() then break end
+    sh("sleep 0.1")
+  end
+  sh("sleep 0.3")
+end
+
+-- The reply bot's answer in a ticket holding n messages.
+local function bot_ack(n)
+  return ("Thanks, we got your message: this ticket now holds %d messages. An agent will answer soon."):format(n)
+end
+
 describe("OpenResty #openresty", function()
   local url, dir
   before_each(function() fake.reset() end)
@@ -49,7 +78,7 @@ describe("OpenResty #openresty", function()
   local function finish()
     -- nothing the library wrote to nginx's log may show a secret
     local log = sh("cat " .. dir .. "/logs/error.log")
-    for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN }) do
+    for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN }) do
       assert.is_nil(log:find(secret, 1, true))
     end
     stop(dir)
@@ -107,6 +136,48 @@ describe("OpenResty #openresty", function()
       -- earns dozens (39, with the shared dict taken out of the example).
       local limited = fake.state().rate_limited
       assert(limited <= 5, limited .. " answers were 429: the workers do not keep one budget")
+    end)
+
+    it("replies in the ticket to a message Feishu pushes, once, however often it pushes", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      -- encrypted and signed by the fake (the openssl command line); the
+      -- first answer counts as lost, so it pushes again 0.2 s later
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-1"),
+                         encrypt_key = EVENTS_KEY, delays = { 0.2, 0.2 }, timeout = 2, ignore_first = true }))
+      local tries
+      wait_for(function()
+        tries = fake.pushes()
+        return #tries >= 2 and (fake.texts().delivered[bot_ack(3)] or 0) > 0
+      end)
+      assert.are.equal(2, #tries)
+      assert.are.equal("ignored", tries[1].error)
+      assert.are.equal(200, tries[2].status)
+      -- the count came through the iterator: three messages before the reply
+      assert.are.equal(1, fake.texts().received[bot_ack(3)])
+      assert.are.equal(1, fake.texts().delivered[bot_ack(3)])
+      assert.are.equal(4, fake.state().ticket_messages[fake.TICKET])
+    end)
+
+    it("ignores its own replies, and pushes that fail a check", function()
+      -- the bot's reply comes back as an event (sender_type 1): not answered
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-own", 1),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      -- signed and encrypted under another key: refused (400), nothing run
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-other"),
+                         encrypt_key = "another-key", delays = {} }))
+      -- the right key, the wrong verification token: 401
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-tok", 2, "nope"),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      local tries
+      wait_for(function()
+        tries = fake.pushes()
+        return #tries >= 3
+      end)
+      local statuses = {}
+      for _, t in ipairs(tries) do statuses[#statuses + 1] = t.status end
+      table.sort(statuses)
+      assert.are.same({ 200, 400, 401 }, statuses)
+      assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk"))
     end)
 
     it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()

@@ -3,6 +3,7 @@
 -- HTTP calls run in nginx's thread pool, its token and rate limits live in
 -- the shared dict, so the handlers read like plain blocking code.
 local helpdesk = require "helpdesk"
+local events = require "helpdesk.events"
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -59,6 +60,58 @@ function M.ticket_messages()
   end)
   if not ok then return failed(err) end
   reply(200, { count = #messages, messages = messages, worker = ngx.worker.pid() })
+end
+
+-- The reply bot. Feishu pushes helpdesk.ticket_message.created_v1 to
+-- /feishu/events when someone writes in a ticket; the bot answers in the
+-- ticket with how many messages it now holds. nginx_handler answers Feishu
+-- at once and runs the handler after the answer, in a timer, where the
+-- calls wait in the thread pool; an event Feishu pushes again (no 200 within
+-- 3 s) is run once, across workers: its id is kept in the lua_shared_dict.
+
+function M.on_ticket_message(ev)
+  -- only a guest's words: the bot's own reply comes back as an event too,
+  -- and answering it would never end
+  local sender = events.sender(ev)
+  if sender.type ~= "guest" then return true end
+  local ticket_id = events.ticket_id(ev)
+  -- the iterator raises on a failed page: count inside pcall
+  local n = 0
+  local ok, err = pcall(function()
+    for _ in helpdesk.ticket_messages(ticket_id) do n = n + 1 end
+  end)
+  if not ok then return nil, err end
+  local data
+  data, err = helpdesk.send_ticket_message(ticket_id, helpdesk.text(
+    ("Thanks, we got your message: this ticket now holds %d messages. An agent will answer soon."):format(n)))
+  if not data then return nil, err end -- logged at ngx.ERR by nginx_handler
+  return true
+end
+
+-- One receiver per worker, made on first use (not in init_by_lua): its
+-- store is then the lua_shared_dict "helpdesk", which every worker sees.
+local receiver
+
+local function feishu_receiver()
+  if receiver then return receiver end
+  local r, err = events.new({
+    verification_token = os.getenv("FEISHU_VERIFICATION_TOKEN"),
+    encrypt_key = os.getenv("FEISHU_ENCRYPT_KEY"),
+  })
+  if not r then return nil, err end
+  r:on("helpdesk.ticket_message.created_v1", M.on_ticket_message)
+  receiver = r
+  return r
+end
+
+function M.feishu_events()
+  ngx.header["X-Worker"] = ngx.worker.pid() -- which worker answered, for the specs
+  local r, err = feishu_receiver()
+  if not r then -- a missing or bad setting: never the secret itself
+    ngx.log(ngx.ERR, "helpdesk_app: no receiver: ", tostring(err))
+    return reply(500, { msg = "the receiver is not configured" })
+  end
+  events.nginx_handler(r)
 end
 
 return M
