@@ -222,6 +222,67 @@ describe("OpenResty #openresty", function()
     end)
   end)
 
+  describe("one event pushed again and again to two workers", function()
+    after_each(finish)
+
+    -- The same push (encrypted, signed) sent n times, 8 at a time, each on
+    -- a connection of its own, so that both workers (reuseport) get some.
+    -- Returns the statuses answered and the set of workers that answered.
+    local function push_same(n)
+      local openssl = require "openssl"
+      local body = cjson.encode({ encrypt = openssl.encrypt(EVENTS_KEY, ticket_message_event("ev-twice-1")) })
+      local ts = tostring(os.time())
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(body)
+      f:close()
+      local out = sh(string.format(PARALLEL .. " --parallel-max 8 --max-time 10 -o /dev/null "
+        .. "-w '%%{http_code} %%header{x-worker}\n' -H 'Connection: close' -H 'Content-Type: application/json' "
+        .. "-H 'X-Lark-Request-Timestamp: %s' -H 'X-Lark-Request-Nonce: n-9' -H 'X-Lark-Signature: %s' "
+        .. "--data-binary @%s '%s/feishu/events?n=[1-%d]'",
+        ts, openssl.signature(ts, "n-9", EVENTS_KEY, body), file, url, n))
+      os.remove(file)
+      local statuses, workers, count = {}, {}, 0
+      for status, worker in out:gmatch("(%d+) (%d+)") do
+        statuses[#statuses + 1] = tonumber(status)
+        if not workers[worker] then count = count + 1 end
+        workers[worker] = true
+      end
+      assert.are.equal(n, #statuses, out)
+      return statuses, count
+    end
+
+    -- the replies the bot sent to the ticket (it held 3 messages)
+    local function replies()
+      return fake.state().ticket_messages[fake.TICKET] - 3
+    end
+
+    it("is acted on once: the event ids live in the lua_shared_dict", function()
+      url, dir = start()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      local statuses, workers = push_same(16)
+      for _, status in ipairs(statuses) do assert.are.equal(200, status) end
+      assert.is_true(workers >= 2, "one worker answered every push")
+      wait_for(function() return replies() > 0 end)
+      assert.are.equal(1, replies())
+      assert.are.equal(1, fake.texts().delivered[bot_ack(3)])
+    end)
+
+    it("would be acted on by each worker with a store of each worker's own (no shared dict)", function()
+      -- the example without its lua_shared_dict: each receiver keeps its own
+      -- table, the check above sees one reply per worker and fails
+      local conf = os.tmpname()
+      sh("sed '/lua_shared_dict helpdesk/d' " .. ROOT .. "/examples/openresty/nginx.conf > " .. conf)
+      url, dir = start(conf)
+      os.remove(conf)
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      local _, workers = push_same(16)
+      assert.is_true(workers >= 2, "one worker answered every push")
+      wait_for(function() return replies() >= workers end)
+      assert.are.equal(workers, replies())
+    end)
+  end)
+
   describe("set-up and phases", function()
     setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
     teardown(finish)
