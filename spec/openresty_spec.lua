@@ -180,6 +180,52 @@ describe("OpenResty #openresty", function()
       assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk"))
     end)
 
+    it("sends the guest a card whose button click is answered with a toast, in either protocol", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-card-1"),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      wait_for(function() return #fake.bot_messages() > 0 end)
+      local bots = fake.bot_messages()
+      assert.are.equal(1, #bots)
+      assert.are.equal("interactive", bots[1].msg_type)
+      assert.are.same({ "ou_guest_1", "user" }, { bots[1].receiver_id, bots[1].receive_type })
+      local sent = cjson.decode(bots[1].content)
+      local button = sent.elements[2].actions[1]
+      assert.are.equal("button", button.tag)
+      -- the click, as Feishu sends it: the fake builds, encrypts and signs it
+      local function click(t)
+        t.url, t.open_id, t.open_message_id = url .. "/feishu/events", "ou_guest_1", bots[1].message_id
+        t.action = t.action or { tag = "button", value = button.value }
+        return fake.card_action(t)
+      end
+      local want_toast = { type = "success", content = "Ticket " .. fake.TICKET .. " is solved: thank you." }
+      -- new protocol: a v2 envelope, encrypted, SHA-256 signed
+      local answer = click({ protocol = "new", encrypt_key = EVENTS_KEY, verification_token = EVENTS_TOKEN })
+      assert.are.equal(200, answer.status, answer.body)
+      local reply = cjson.decode(answer.body)
+      assert.are.same(want_toast, reply.toast)
+      assert.are.equal("raw", reply.card.type)
+      assert.are.equal(1, #reply.card.data.elements) -- the button gone
+      -- old protocol: plain, then encrypted, SHA-1 signed with the verification token
+      for _, key in ipairs({ false, EVENTS_KEY }) do
+        answer = click({ protocol = "old", encrypt_key = key or nil, verification_token = EVENTS_TOKEN })
+        assert.are.equal(200, answer.status, answer.body)
+        reply = cjson.decode(answer.body)
+        assert.are.same(want_toast, reply.toast)
+        assert.are.equal(1, #reply.elements)
+      end
+      -- a button that is not the bot's
+      answer = click({ protocol = "new", encrypt_key = EVENTS_KEY, verification_token = EVENTS_TOKEN,
+                       action = { tag = "button", value = { action = "delete" } } })
+      assert.are.equal("error", cjson.decode(answer.body).toast.type)
+      -- signed with another token, or encrypted under another key: refused
+      assert.are.equal(401, click({ protocol = "old", verification_token = "forged" }).status)
+      assert.are.equal(400, click({ protocol = "new", encrypt_key = "another-key",
+                                    verification_token = EVENTS_TOKEN }).status)
+      -- a click sends nothing to Feishu
+      assert.are.equal(1, #fake.bot_messages())
+    end)
+
     it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()
       local LATENCY = 0.2
       fake.config({ latency = LATENCY })
@@ -388,6 +434,31 @@ describe("OpenResty #openresty", function()
       assert.are.equal("ignored", tries[1].error)
       assert.are.equal(200, tries[2].status)
       assert.are.equal(1, fake.texts().delivered[ack])
+    end)
+
+    it("answers a card action with its handler's reply, or {} when the handler is late", function()
+      local function click(value)
+        return fake.card_action({ url = url .. "/cards", protocol = "new",
+                                  verification_token = "nginx-verification-token",
+                                  action = { tag = "button", value = value } })
+      end
+      local answer = click({ slow = false })
+      assert.are.equal(200, answer.status)
+      assert.are.same({ toast = { type = "info", content = "in time" } }, cjson.decode(answer.body))
+      -- a handler held past card_timeout (0.3 s; Feishu waits 3 s): answered {}
+      answer = click({ slow = true })
+      assert.are.equal(200, answer.status)
+      assert.are.equal("{}", answer.body)
+      assert.are.equal("pending\n", curl(url .. "/cards-result"))
+      -- and left to finish once let go
+      assert.are.equal("released\n", curl(url .. "/cards-release"))
+      local result
+      for _ = 1, 30 do
+        result = curl(url .. "/cards-result")
+        if result ~= "pending\n" then break end
+        sh("sleep 0.1")
+      end
+      assert.are.equal("slow handler done\n", result)
     end)
 
     it("lets the collector take clients a handler dropped", function()

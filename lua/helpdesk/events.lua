@@ -655,7 +655,7 @@ local TIMED_OUT = {}
 -- for it at most timeout seconds: the status and body to answer, and true
 -- when the handler is still running (answered {}: Feishu waits 3 s only).
 card_in_nginx = function(ngx, timeout, handler, ev)
-  local worker = ngx.thread.spawn(pcall, handler, ev)
+  local worker = ngx.thread.spawn(function() return pcall(handler, ev) end)
   local sleeper = ngx.thread.spawn(function()
     ngx.sleep(timeout)
     return TIMED_OUT
@@ -703,6 +703,7 @@ function M.nginx_handler(receiver)
   end
   ngx.status = status
   ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  ngx.header["Content-Length"] = #answer_body
   ngx.print(answer_body)
   -- the handler still runs: the answer goes now, not when it ends
   if late then ngx.eof() end
