@@ -698,7 +698,13 @@ function M.nginx_handler(receiver)
     status, answer_body, ev, handler = claim(receiver, ngx.req.get_headers(100), body)
   end
   if handler and CARD[ev.event_type] then
-    status, answer_body, late = card_in_nginx(ngx, private[receiver].card_timeout, handler, ev)
+    local ok, s1, b1, l1 = pcall(card_in_nginx, ngx, private[receiver].card_timeout, handler, ev)
+    if ok then
+      status, answer_body, late = s1, b1, l1
+    else -- light threads not to be had here (not a content handler)
+      ngx.log(ngx.ERR, "helpdesk: the handler of a card action could not run: ", tostring(s1))
+      status, answer_body = 500, answer("the handler could not run")
+    end
     handler = nil
   end
   ngx.status = status
