@@ -430,9 +430,6 @@ local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 local claim -- below: handle but for running the handler
 local card_in_nginx -- below: a card action's handler run in nginx, with its time limit
 
---- Answering card actions
--- @section cards
-
 local CardReply = { __name = "helpdesk.events.card_reply" }
 CardReply.__index = CardReply
 
@@ -486,50 +483,6 @@ local function template_of(t)
   return { template_id = t.id, template_variable = t.variables, template_version_name = t.version }
 end
 
---- A card action's answer, for its handler to return: a toast the user
--- sees, an updated card, or both. Feishu takes it as the HTTP answer to the
--- action, within 3 s.
--- @tparam table opts `toast = { type = "info" | "success" | "error" |
--- "warning", content = "…" }` (or `i18n = { zh_cn = "…", en_us = "…" }` in
--- place of or besides `content`); `card`, the whole updated card as a table
--- (its JSON), or `template = { id =, variables =, version = }`, a card
--- template of the card builder; at least one of them
--- @treturn[1] table the reply. To the new protocol it goes as
--- `{"toast":{…},"card":{"type":"raw","data":…}}` (`"template"` and
--- `{template_id, template_variable, template_version_name}` for a template);
--- to the old, as the card's JSON itself with the toast beside its fields
--- (a template there is an error: the old protocol has none)
--- @return[2] nil
--- @treturn[2] helpdesk.errors.Error `invalid`, naming `reply`, `toast`, `card` or `template`
-function M.card_reply(opts)
-  if type(opts) ~= "table" then return nil, invalid("reply", "must be a table: { toast = …, card = … }") end
-  local ok, err = validate.known_keys("reply", opts, { toast = true, card = true, template = true })
-  if not ok then return nil, err end
-  if opts.toast == nil and opts.card == nil and opts.template == nil then
-    return nil, invalid("reply", "needs a toast, a card or a template")
-  end
-  if opts.card ~= nil and opts.template ~= nil then return nil, invalid("card", "and template exclude each other") end
-  local r = {}
-  if opts.toast ~= nil then
-    r.toast, err = toast_of(opts.toast)
-    if not r.toast then return nil, err end
-  end
-  if opts.card ~= nil then
-    if type(opts.card) ~= "table" or next(opts.card) == nil then
-      return nil, invalid("card", "must be the updated card, a table")
-    end
-    ok, err = validate.content_table(opts.card, "card")
-    if not ok then return nil, err end
-    r.card = { type = "raw", data = opts.card }
-  elseif opts.template ~= nil then
-    local data
-    data, err = template_of(opts.template)
-    if not data then return nil, err end
-    r.card = { type = "template", data = data }
-  end
-  return setmetatable(r, CardReply)
-end
-
 -- The status and JSON body answering a card action whose handler returned
 -- reply (a card_reply, a table as it is, or nothing).
 local function card_answer(ev, reply)
@@ -553,29 +506,6 @@ local function card_answer(ev, reply)
   return 200, text
 end
 
---- Reads a card action of either protocol.
--- @tab ev an event from @{Receiver:decode}
--- @treturn table|nil `{ protocol = "new" | "old", value =, tag =, name =,
--- form_value =, option =, open_id =, user_id =, union_id =, open_message_id
--- =, open_chat_id =, token = }` (the `action` fields, the operator, the
--- message, the card's update token: what Feishu gave), nil for other events
-function M.card_action(ev)
-  local e = body_of(ev)
-  if not e or not CARD[ev.event_type] then return nil end
-  local action = type(e.action) == "table" and e.action or {}
-  local a = { value = action.value, tag = action.tag, name = action.name, form_value = action.form_value,
-              option = action.option, token = e.token }
-  if ev.event_type == CARD_ACTION then
-    local op = type(e.operator) == "table" and e.operator or {}
-    local ctx = type(e.context) == "table" and e.context or {}
-    a.protocol, a.open_id, a.user_id, a.union_id = "new", op.open_id, op.user_id, op.union_id
-    a.open_message_id, a.open_chat_id = ctx.open_message_id, ctx.open_chat_id
-  else
-    a.protocol, a.open_id, a.user_id = "old", e.open_id, e.user_id
-    a.open_message_id, a.open_chat_id = e.open_message_id, e.open_chat_id
-  end
-  return a
-end
 
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
@@ -644,6 +574,77 @@ local function request_body(ngx)
   body, err = f:read("*a")
   f:close()
   return body, err
+end
+
+--- Answering card actions
+-- @section cards
+
+--- A card action's answer, for its handler to return: a toast the user
+-- sees, an updated card, or both. Feishu takes it as the HTTP answer to the
+-- action, within 3 s.
+-- @tparam table opts `toast = { type = "info" | "success" | "error" |
+-- "warning", content = "…" }` (or `i18n = { zh_cn = "…", en_us = "…" }` in
+-- place of or besides `content`); `card`, the whole updated card as a table
+-- (its JSON), or `template = { id =, variables =, version = }`, a card
+-- template of the card builder; at least one of them
+-- @treturn[1] table the reply. To the new protocol it goes as
+-- `{"toast":{…},"card":{"type":"raw","data":…}}` (`"template"` and
+-- `{template_id, template_variable, template_version_name}` for a template);
+-- to the old, as the card's JSON itself with the toast beside its fields
+-- (a template there is an error: the old protocol has none)
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid`, naming `reply`, `toast`, `card` or `template`
+function M.card_reply(opts)
+  if type(opts) ~= "table" then return nil, invalid("reply", "must be a table: { toast = …, card = … }") end
+  local ok, err = validate.known_keys("reply", opts, { toast = true, card = true, template = true })
+  if not ok then return nil, err end
+  if opts.toast == nil and opts.card == nil and opts.template == nil then
+    return nil, invalid("reply", "needs a toast, a card or a template")
+  end
+  if opts.card ~= nil and opts.template ~= nil then return nil, invalid("card", "and template exclude each other") end
+  local r = {}
+  if opts.toast ~= nil then
+    r.toast, err = toast_of(opts.toast)
+    if not r.toast then return nil, err end
+  end
+  if opts.card ~= nil then
+    if type(opts.card) ~= "table" or next(opts.card) == nil then
+      return nil, invalid("card", "must be the updated card, a table")
+    end
+    ok, err = validate.content_table(opts.card, "card")
+    if not ok then return nil, err end
+    r.card = { type = "raw", data = opts.card }
+  elseif opts.template ~= nil then
+    local data
+    data, err = template_of(opts.template)
+    if not data then return nil, err end
+    r.card = { type = "template", data = data }
+  end
+  return setmetatable(r, CardReply)
+end
+
+--- Reads a card action of either protocol.
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn table|nil `{ protocol = "new" | "old", value =, tag =, name =,
+-- form_value =, option =, open_id =, user_id =, union_id =, open_message_id
+-- =, open_chat_id =, token = }` (the `action` fields, the operator, the
+-- message, the card's update token: what Feishu gave), nil for other events
+function M.card_action(ev)
+  local e = body_of(ev)
+  if not e or not CARD[ev.event_type] then return nil end
+  local action = type(e.action) == "table" and e.action or {}
+  local a = { value = action.value, tag = action.tag, name = action.name, form_value = action.form_value,
+              option = action.option, token = e.token }
+  if ev.event_type == CARD_ACTION then
+    local op = type(e.operator) == "table" and e.operator or {}
+    local ctx = type(e.context) == "table" and e.context or {}
+    a.protocol, a.open_id, a.user_id, a.union_id = "new", op.open_id, op.user_id, op.union_id
+    a.open_message_id, a.open_chat_id = ctx.open_message_id, ctx.open_chat_id
+  else
+    a.protocol, a.open_id, a.user_id = "old", e.open_id, e.user_id
+    a.open_message_id, a.open_chat_id = e.open_message_id, e.open_chat_id
+  end
+  return a
 end
 
 --- Serving in nginx
