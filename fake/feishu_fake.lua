@@ -558,6 +558,16 @@ local function control(path, body)
     end)
     if not started then return control_error("no timer: " .. tostring(err)) end
     return send(200, { ok = true, push = id })
+  elseif path == "/_fake/card_action" then
+    -- a button clicked, sent to req.url as Feishu sends it; answers what the
+    -- app answered (fake/feishu_push.lua)
+    if type(req.url) ~= "string" or type(req.action) ~= "table" then
+      return control_error("url must be a string and action a table")
+    end
+    if req.protocol ~= nil and req.protocol ~= "new" and req.protocol ~= "old" then
+      return control_error("protocol must be new or old")
+    end
+    return send(200, require("feishu_push").card_action(req))
   elseif path == "/_fake/pushes" then
     if #state.pushes == 0 then return send(200, nil, "[]") end
     return send(200, state.pushes)

@@ -44,6 +44,10 @@ function M.subscriptions() return M.control("subscriptions") end
 -- timeout, ignore_first); pushes() lists each try.
 function M.push(t) return M.control("push", t) end
 function M.pushes() return M.control("pushes") end
+-- A card action (a button clicked) sent as Feishu sends it (t: url, protocol
+-- "new" | "old", action, open_id, open_message_id, encrypt_key,
+-- verification_token, timeout); returns { status =, body = } or { error = }.
+function M.card_action(t) return M.control("card_action", t) end
 
 -- The fake's clock: advance it by seconds (>= 0; nil only reads it). Returns
 -- { ok = true, offset = seconds ahead of the wall clock, now = the fake's time }.

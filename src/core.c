@@ -600,17 +600,35 @@ static int core_base64_decode(lua_State *L) {
   return 1;
 }
 
+/* The strings at 1..top into parts and lens (1 to 16 of them); raises on
+ * another count or a non-string. Returns the count. */
+static size_t digest_parts(lua_State *L, const char **parts, size_t *lens) {
+  int n = lua_gettop(L), i;
+  luaL_argcheck(L, n >= 1 && n <= 16, n < 1 ? 1 : 17, "1 to 16 strings");
+  for (i = 0; i < n; i++) parts[i] = luaL_checklstring(L, i + 1, &lens[i]);
+  return (size_t)n;
+}
+
 /* core.sha256(s, ...) -> the SHA-256 of the concatenated strings, as 32
  * raw bytes (lower-case hex is the Lua side's business). Raises on a
  * non-string argument, or when libcrypto fails. */
 static int core_sha256(lua_State *L) {
-  int n = lua_gettop(L), i;
   const char *parts[16];
-  size_t lens[16];
+  size_t lens[16], n = digest_parts(L, parts, lens);
   unsigned char md[HD_SHA256_LEN];
-  luaL_argcheck(L, n >= 1 && n <= 16, n < 1 ? 1 : 17, "1 to 16 strings");
-  for (i = 0; i < n; i++) parts[i] = luaL_checklstring(L, i + 1, &lens[i]);
-  if (hd_sha256((size_t)n, parts, lens, md) != 0) return luaL_error(L, "sha256: libcrypto failed");
+  if (hd_sha256(n, parts, lens, md) != 0) return luaL_error(L, "sha256: libcrypto failed");
+  lua_pushlstring(L, (const char *)md, sizeof md);
+  return 1;
+}
+
+/* core.sha1(s, ...) -> the SHA-1 of the concatenated strings, as 20 raw
+ * bytes: the old card-action protocol's signature, nothing else. Raises as
+ * core.sha256 does. */
+static int core_sha1(lua_State *L) {
+  const char *parts[16];
+  size_t lens[16], n = digest_parts(L, parts, lens);
+  unsigned char md[HD_SHA1_LEN];
+  if (hd_sha1(n, parts, lens, md) != 0) return luaL_error(L, "sha1: libcrypto failed");
   lua_pushlstring(L, (const char *)md, sizeof md);
   return 1;
 }
@@ -781,6 +799,7 @@ static const luaL_Reg core_functions[] = {
     {"base64", core_base64},
     {"base64_decode", core_base64_decode},
     {"sha256", core_sha256},
+    {"sha1", core_sha1},
     {"aes256cbc_decrypt", core_aes256cbc_decrypt},
     {"equal", core_equal},
     {"random", core_random},

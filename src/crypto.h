@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #define HD_SHA256_LEN 32
+#define HD_SHA1_LEN 20
 #define HD_AES_KEY_LEN 32
 #define HD_AES_BLOCK 16
 
@@ -21,6 +22,10 @@ enum {
 /* SHA-256 over the concatenation of the n parts p[i][0..len[i]), into
  * out[32]. Returns 0, or -1 when libcrypto fails (out of memory). */
 int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]);
+
+/* SHA-1 likewise, into out[20]: the old card-action protocol's signature
+ * (X-Lark-Signature over timestamp, nonce, verification token and body). */
+int hd_sha1(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA1_LEN]);
 
 /* AES-256-CBC decryption of in[0..n) with key[32] and iv[16] into out (room
  * for n + 16 bytes, as EVP_DecryptUpdate's contract asks, though n are
