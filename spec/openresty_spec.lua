@@ -312,6 +312,7 @@ describe("OpenResty #openresty", function()
       wait_for(function() return replies() > 0 end)
       assert.are.equal(1, replies())
       assert.are.equal(1, fake.texts().delivered[bot_ack(3)])
+      assert.is_nil(sh("cat " .. dir .. "/logs/error.log"):find("no lua_shared_dict", 1, true))
     end)
 
     it("would be acted on by each worker with a store of each worker's own (no shared dict)", function()
@@ -326,6 +327,8 @@ describe("OpenResty #openresty", function()
       assert.is_true(workers >= 2, "one worker answered every push")
       wait_for(function() return replies() >= workers end)
       assert.are.equal(workers, replies())
+      -- and nginx's log said so
+      assert.matches("no lua_shared_dict 'helpdesk'", sh("cat " .. dir .. "/logs/error.log"), 1, true)
     end)
   end)
 

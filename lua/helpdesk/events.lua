@@ -118,6 +118,17 @@ function M.new(opts)
       return nil, invalid("shared_dict", "'" .. name .. "' is not a lua_shared_dict of this nginx")
     end
   end
+  if not p.store and openresty.in_nginx() and opts.shared_dict == nil then
+    -- each worker would catch only the re-pushes that reach it
+    local ngx = rawget(_G, "ngx")
+    local workers = ngx.worker and ngx.worker.count and ngx.worker.count() or 1
+    if workers > 1 then
+      -- an error, not a warning: nginx logs no warnings by default
+      ngx.log(ngx.ERR, "helpdesk.events: no lua_shared_dict 'helpdesk': each of the ", workers,
+        " workers keeps its own event ids, so a re-pushed event may be handled once per worker; ",
+        "add `lua_shared_dict helpdesk 1m;` to the http block, or pass shared_dict = false")
+    end
+  end
   p.store = p.store or store.table(clock.now)
   -- handlers live on the receiver, not with its secrets: one may well refer
   -- to its receiver (see the client's private table)
