@@ -178,6 +178,31 @@ describe("a call", function()
       end
     end)
 
+    it("lives with a store whose very methods cannot be looked up any more (a closed connection)", function()
+      local inner, broken, responses = helpdesk.memory_store(), false, 0
+      local st = setmetatable({}, { __index = function(_, name)
+        if broken then error("store connection closed") end
+        return function(_, ...) return inner[name](inner, ...) end
+      end })
+      local client = fake.client({ store = st, rate_limit = { ticket_message = { per_second = 50 } },
+                                   logger = function(e)
+        if e.event == "response" and e.url:find(PATH, 1, true) then
+          responses = responses + 1
+          if responses == 5 then broken = true end
+        end
+      end })
+      local items = {}
+      for i = 1, 12 do
+        items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "lookup " .. i } }
+      end
+      local results, err = no_raise(client.send_ticket_messages, client, items, { concurrency = 2 })
+      assert.is_nil(err and tostring(err))
+      assert.are.equal(12, #results)
+      assert.are.equal(0, results.failed)
+      assert.are.equal(12, #fake.requests_to(PATH))
+      assert(no_raise(client.send_ticket_message, client, fake.TICKET, TEXT))
+    end)
+
     for _, expire in ipairs({ "NaN", "Infinity", "-Infinity", "1e400", "-1", "0", "1e300", '"7200"' }) do
       it("is a decode error when the token answer's expire is " .. expire .. ", and the next call works", function()
         fake.fault({ path = TOKEN_PATH, status = 200,
@@ -307,6 +332,32 @@ describe("a call", function()
       local ok, data = coroutine.resume(co1)
       assert.is_true(ok)
       assert.is_table(data)
+    end)
+
+    it("by another client whose store is another view of the same place is refused at once, not a second fetch",
+       function()
+      -- two store objects over one backend, as one per client over a Redis
+      local backend = helpdesk.memory_store()
+      local function view()
+        local v = {}
+        for _, m in ipairs({ "get", "set", "add", "delete", "incr" }) do
+          v[m] = function(_, ...) return backend[m](backend, ...) end
+        end
+        return v
+      end
+      local b = fake.client({ store = view(), timeout = 2 })
+      local inner, inner_err
+      local a = fake.client({ store = view(), timeout = 2, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and inner == nil then
+          inner = false
+          inner, inner_err = b:send_ticket_message(fake.TICKET, TEXT)
+        end
+      end })
+      assert(no_raise(a.send_ticket_message, a, fake.TICKET, TEXT))
+      assert.is_nil(inner)
+      assert_error(inner_err)
+      assert.matches("under way", inner_err.msg)
+      assert.are.equal(1, #fake.requests_to(TOKEN_PATH))
     end)
 
     it("by a coroutine abandoned mid-fetch leaves no lock behind: the next call fetches at once", function()

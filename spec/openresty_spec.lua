@@ -332,6 +332,27 @@ describe("OpenResty #openresty", function()
     end)
   end)
 
+  describe("two workers whose master made a call before forking", function()
+    after_each(function() if dir then finish() end end)
+
+    it("fetch one token between them: neither takes the other's lock for its own", function()
+      url, dir = start(ROOT .. "/spec/openresty/master_call.conf")
+      fake.fault({ path = "tenant_access_token", delay = 1.5, pass = true, times = 10 })
+      -- eight curls of their own, at once (one --parallel curl opens its
+      -- connections one after another: the first fetch is over by then)
+      local out = sh(string.format("for i in 1 2 3 4 5 6 7 8; do curl -s --max-time 10 '%s/send?ticket=%s' & done; "
+        .. "wait", url, fake.TICKET))
+      local workers, n = {}, 0
+      for pid, result in out:gmatch("(%d+) (%S+)") do
+        assert.are.equal("ok", result, out)
+        if not workers[pid] then n = n + 1 end
+        workers[pid] = true
+      end
+      assert.is_true(n >= 2, "one worker answered every call: " .. out)
+      assert.are.equal(1, #fake.requests_to("/open-apis/auth/"))
+    end)
+  end)
+
   describe("set-up and phases", function()
     setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
     teardown(finish)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -688,6 +689,13 @@ static int core_random(lua_State *L) {
   return 1;
 }
 
+/* core.pid() -> the process id: a mark drawn in one process (nginx's
+ * master) is known for another's after a fork */
+static int core_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
+  return 1;
+}
+
 /* core.utf8_valid(s) -> true, or false and the 1-based position of the
  * first byte that does not begin a well-formed UTF-8 character */
 static int core_utf8_valid(lua_State *L) {
@@ -803,6 +811,7 @@ static const luaL_Reg core_functions[] = {
     {"aes256cbc_decrypt", core_aes256cbc_decrypt},
     {"equal", core_equal},
     {"random", core_random},
+    {"pid", core_pid},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
     {"utf8_valid", core_utf8_valid},

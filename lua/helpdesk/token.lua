@@ -29,44 +29,47 @@ local BACKOFF_FIRST, BACKOFF_MAX = 5, 60
 -- transfers in flight for a fetch.
 local PEEK_SAFETY = 30
 
--- The fetches under way in this Lua state, by store and key: the coroutine
--- that holds the lock. Waiting on it from the same coroutine (a logger
--- calling back in) or with a sleep that blocks the whole state would never
--- end. Weak both ways: an abandoned coroutine (a cancelled task) goes with
--- what it holds, and so does a store nobody uses.
-local fetching = setmetatable({}, { __mode = "k" })
-local function fetches_of(store)
-  -- a store given by the caller, under its guard
-  store = store.inner and store.inner() or store
-  local f = fetching[store]
-  if not f then
-    f = setmetatable({}, { __mode = "v" })
-    fetching[store] = f
-  end
-  return f
-end
+-- The fetches under way in this Lua state, by the value of the lock each
+-- holds: the coroutine that holds it. Waiting on it from the same coroutine
+-- (a logger calling back in) or with a sleep that blocks the whole state
+-- would never end. Weak values: an abandoned coroutine (a cancelled task)
+-- goes with what it holds, and its lock is then known for one nobody will
+-- let go. By the lock's value, not the store: two store objects over one
+-- place (two clients' views of one Redis) hold one lock.
+local live = setmetatable({}, { __mode = "v" })
 local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
 
--- What a lock taken in this Lua state holds: a mark of its own, so that a
--- lock of this state whose fetching coroutine is gone (closed, or dropped
--- and collected: a cancelled task) is known for one nobody will let go.
--- Drawn at first use, not at load: nginx's workers fork from a master that
--- may have loaded this module.
-local own_mark
+-- The mark of this process and Lua state, which the value of every lock it
+-- takes begins with; drawn anew in a new process (nginx's workers fork from
+-- a master that may have drawn it).
+local own_mark, own_pid, serial = nil, nil, 0
 local function mark()
-  if not own_mark then
-    own_mark = (core.random(12):gsub(".", function(ch) return format("%02x", ch:byte()) end))
+  local pid = core.pid()
+  if pid ~= own_pid then
+    own_mark = (core.random(12):gsub(".", function(ch) return format("%02x", ch:byte()) end)) .. "-" .. pid .. "."
+    own_pid = pid
   end
   return own_mark
 end
 
--- Whether the fetch that took a lock holding this state's mark is over,
--- with no one left to let the lock go: its coroutine was collected, or (out
--- of nginx, whose coroutine.status knows only the request's own) is dead.
-local function abandoned(holder)
-  if holder == nil then return true end
-  if holder == MAIN or rawget(_G, "ngx") then return false end
-  return costatus(holder) == "dead"
+-- A lock value of this state's, never given before.
+local function lock_value()
+  serial = serial + 1
+  return mark() .. serial
+end
+
+-- Who holds the lock whose value is v: the coroutine of this state; false
+-- when v is this state's but its fetch is over with no one left to let it
+-- go (its coroutine collected, or, out of nginx, whose coroutine.status
+-- knows only the request's own, dead); nil when v is not this state's.
+local function holder_of(v)
+  if type(v) ~= "string" then return nil end
+  local m = mark()
+  if v:sub(1, #m) ~= m then return nil end
+  local co = live[v]
+  if co == nil then return false end
+  if co ~= MAIN and not rawget(_G, "ngx") and costatus(co) == "dead" then return false end
+  return co
 end
 
 local Token = {}
@@ -137,13 +140,12 @@ end
 
 -- Runs the fetch with the lock held and lets it go whatever happens: a fetch
 -- that raised (a store that failed, say) must not hold it for its lifetime.
-function Token:locked_refresh(arg, old, co)
-  local f = fetches_of(self.store)
-  f[self.key] = co
+function Token:locked_refresh(arg, old, co, value)
+  live[value] = co
   local ok, tok, err = pcall(self.refresh, self, arg, old)
   -- the lock first: while it is held, the entry says by whom
   pcall(self.store.delete, self.store, self.lock)
-  f[self.key] = nil
+  live[value] = nil
   if not ok then
     return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
   end
@@ -160,6 +162,7 @@ function Token:get(arg)
   local timeout = max(arg and arg.timeout or 30, 0)
   local limit = timeout + 1
   local co = running() or MAIN
+  local value = lock_value()
   local let_go
   while true do
     local now = self.now()
@@ -178,9 +181,9 @@ function Token:get(arg)
     end
     -- one fetch at a time, across every worker that shares the store; a
     -- store that cannot take the lock at all (full, failing) lets it go ahead
-    local locked, why = self.store:add(self.lock, mark(), limit)
+    local locked, why = self.store:add(self.lock, value, limit)
     if locked or (why ~= nil and why ~= "exists") then
-      local tok, err = self:locked_refresh(arg, c, co)
+      local tok, err = self:locked_refresh(arg, c, co, value)
       self.token = tok or self.token
       return tok, err
     end
@@ -189,8 +192,8 @@ function Token:get(arg)
       self.token = c.token
       return c.token
     end
-    local holder = fetches_of(self.store)[self.key]
-    if not let_go and self.store:get(self.lock) == mark() and abandoned(holder) then
+    local holder = holder_of(self.store:get(self.lock))
+    if holder == false and not let_go then
       let_go = true -- once: a store that fails to delete must not spin here
       -- a fetch of this state abandoned mid-way: nobody else will let its
       -- lock go, so this call does, and takes it on the next turn
