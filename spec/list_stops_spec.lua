@@ -200,6 +200,35 @@ describe("a listing against a server that does not page as documented", function
       for i = 2, #got do assert.is_true(got[i].created_at < got[i - 1].created_at) end
     end)
 
+    it("never yields a message twice when a newest-first server's pages shift back past the page before", function()
+      -- after page 2, 250 messages arrive: page 3 holds 50 of them and the
+      -- first 50 of page 1 (then page 4 would hold page 1's last 50 and
+      -- page 2's first 50, page 5 page 2's next 50: 200 repeated, 450
+      -- yielded, and a quiet end); 330 arrive: page 3 holds new ones only,
+      -- page 4 30 more and page 1's first 70
+      for _, case in ipairs({ { arrive = 250, page = 3 }, { arrive = 330, page = 4 } }) do
+        fake.reset()
+        fake.ticket({ ticket_id = fake.TICKET, messages = 450, start = 1700000000 })
+        fake.listing({ mode = "descending" })
+        local c = fake.client({ max_retries = 0 })
+        local got, seen, dup = {}, {}, 0
+        local ok, err = pcall(function()
+          for msg in c:ticket_messages(fake.TICKET, { page_size = 100 }) do
+            got[#got + 1] = msg
+            if seen[msg.id] then dup = dup + 1 end
+            seen[msg.id] = true
+            if #got == 200 then fake.ticket({ ticket_id = fake.TICKET, messages = case.arrive, start = 1800000000 }) end
+            if #got > MAX_MESSAGES then error("runaway", 0) end
+          end
+        end)
+        assert.are.equal(0, dup, case.arrive)
+        assert.are.equal(false, ok)
+        assert.are.equal((case.page - 1) * 100, #got)
+        assert_decode(err, "^page " .. case.page .. " repeats message 69%d+ of page 1: the listing would not end$")
+        assert.are.equal(case.page, #fake.requests_to(PATH))
+      end
+    end)
+
     it("raises the same error object again when called after it raised, never a quiet end", function()
       fake.listing({ mode = "repeat", no_total = true })
       local iter = client:ticket_messages(fake.TICKET)
