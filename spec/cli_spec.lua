@@ -401,6 +401,30 @@ describe("the helpdesk command", function()
       assert.matches("^helpdesk: helpdesk output error: cannot write the output", err)
     end)
 
+    it("a server that repeats the same page is exit code 1 after one page, never endless output", function()
+      -- in this process, so that the output can be bounded: a command
+      -- without a stop would fill the disk, not end
+      fake.listing({ mode = "repeat", no_total = true })
+      local lines, said = 0, {}
+      local stdout = { write = function(self, s)
+        lines = lines + select(2, s:gsub("\n", ""))
+        if lines > 5000 then return nil, "spec: runaway output" end
+        return self
+      end, flush = function(self) return self end }
+      local stderr = { write = function(self, ...)
+        for i = 1, select("#", ...) do said[#said + 1] = select(i, ...) end
+        return self
+      end }
+      local rc = cli.main({ "messages", fake.TICKET, "--no-progress", "--base-url", fake.url, "--app-id", fake.APP_ID,
+                            "--app-secret", fake.APP_SECRET, "--helpdesk-id", fake.HELPDESK_ID,
+                            "--helpdesk-token", fake.HELPDESK_TOKEN }, { out = stdout, err = stderr })
+      local err = table.concat(said)
+      assert.are.equal(1, rc, err)
+      assert.are.equal(200, lines)
+      assert.matches("^helpdesk: helpdesk decode error %(HTTP 200%): page 2 repeats message", err)
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end)
+
     it("refuses a time it cannot read, and milliseconds, sending nothing", function()
       for _, t in ipairs({ "yesterday", "1700000000000", "2023-02-29", "2023-11-14T25:00Z", "-5" }) do
         local rc, _, err = helpdesk({ "messages", fake.TICKET, "--since", t })

@@ -62,6 +62,13 @@ function M.revoke_tokens() return M.control("revoke_tokens", {}) end
 function M.delivered(ticket_id) return M.control("delivered", { ticket_id = ticket_id }) end
 function M.texts() return M.control("texts") end
 
+-- A listing of the ticket's own messages that does not page as documented
+-- (nil: the honest one again): { mode = "repeat" | "overlap" | "back" |
+-- "grow" | "object" | "descending", total = n (reported instead),
+-- no_total = true }. See fake/feishu_fake.lua for what each mode answers
+-- (config({ listing = mode }) has other modes, of messages it makes up).
+function M.listing(t) return M.control("listing", t or {}) end
+
 -- Requests the fake received on paths that start with prefix.
 function M.requests_to(prefix)
   local out = {}

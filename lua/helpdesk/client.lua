@@ -681,7 +681,8 @@ end
 -- `query.page_size` says otherwise. It raises the error object when a page
 -- fails (or the input is invalid), so a loop never ends as if complete.
 -- It stops by itself on a server that misbehaves, with a `decode` error: a
--- page that repeats messages of the page before it, pages that run out
+-- page that repeats messages of the page before it, or the first or last
+-- message of any page before (a list shifted back under it), pages that run out
 -- before the first page's `total`, or, with no `total` at all, pages that go
 -- on past 100,000 messages (`MAX_UNTOLD` of this module). It never yields more than the first page's
 -- `total` (what was there when the listing began; messages that arrive
@@ -706,6 +707,10 @@ function Client:ticket_messages(ticket_id, query, opts)
   local buffer, i, seen, done, total, cap = {}, 0, 0, false, nil, nil
   local last_ids = {} -- the ids of the page before
   local pages_seen = {} -- each page's first and last id and size: a page that comes round again
+  -- each page's first and last id, and its page: a page shifted back past
+  -- the page before (a list newest first that new messages push down) holds
+  -- one of them, the pages before being each a run of the same list
+  local edges = {}
   local pending -- an error to raise once the page in hand is yielded
   local raised -- once it has raised, it raises the same again: never a quiet end
   local function fail(msg, meta)
@@ -740,7 +745,7 @@ function Client:ticket_messages(ticket_id, query, opts)
     cap = cap or page.total
     -- a page that gives back what the page before gave: the server is
     -- going round, and would for ever
-    local ids = {}
+    local ids, back = {}, nil
     for k = 1, n do
       local mid = id_of(page.messages[k])
       if mid then
@@ -751,16 +756,24 @@ function Client:ticket_messages(ticket_id, query, opts)
           fail(format("page %d repeats message %s of the page before: the listing would not end", q.page, mid),
                meta)
         end
+        back = back or (edges[mid] and mid)
         ids[mid] = true
       end
     end
     last_ids = ids
     if n > 0 then
-      local sig = tostring(id_of(page.messages[1])) .. " " .. tostring(id_of(page.messages[n])) .. " " .. n
+      local first, last = id_of(page.messages[1]), id_of(page.messages[n])
+      local sig = tostring(first) .. " " .. tostring(last) .. " " .. n
       if pages_seen[sig] then
         fail(format("page %d repeats page %d: the listing would not end", q.page, pages_seen[sig]), meta)
       end
+      if back then
+        fail(format("page %d repeats message %s of page %d: the listing would not end", q.page, back, edges[back]),
+             meta)
+      end
       pages_seen[sig] = q.page
+      if first then edges[first] = q.page end
+      if last then edges[last] = q.page end
     end
     if cap and seen + n > cap then n = cap - seen end -- never past the first total
     if cap and n == 0 and seen < cap then
