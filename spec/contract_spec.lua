@@ -466,6 +466,37 @@ describe("a call", function()
   end)
 end)
 
+describe("a POST answered 2xx in a shape that cannot be used", function()
+  before_each(function() fake.reset() end)
+
+  it("is an error that says the message may have been processed, single or in a batch", function()
+    for _, body in ipairs({ '{"code":0,"msg":"success","data":{}}', '{"code":0,"msg":"success"}',
+                            '<html>ok</html>', '{"code":0,"data":{"message_id":7}}' }) do
+      fake.reset()
+      fake.fault({ path = PATH, method = "POST", status = 200, body = body, times = 2 })
+      local client = fake.client()
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err, "decode")
+      assert.is_true(err.sent, body)
+      assert.matches("processed", err.msg)
+      local results = no_raise(client.send_ticket_messages, client, { { ticket_id = fake.TICKET, msg_type = "text",
+                                                                       content = { text = "batch" } } })
+      assert_error(results[1].err, "decode")
+      assert.is_true(results[1].err.sent, body)
+      -- sent once each: never again on its own
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end
+    -- a refusal with code other than 0 is not processed, and says so
+    fake.reset()
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":154401,"msg":"ticket closed"}' })
+    local client = fake.client()
+    local _, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+    assert_error(err, "api")
+    assert.is_not_true(err.sent)
+  end)
+end)
+
 describe("an early token refresh that fails", function()
   before_each(function() fake.reset() end)
   after_each(function() clock.now, clock.sleep = real_now, real_sleep end)

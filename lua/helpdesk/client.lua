@@ -268,10 +268,21 @@ end
 local function mark_maybe_delivered(method, err)
   -- transport says so itself; a failed token fetch says nothing was sent
   if method ~= "POST" or err.kind == "transport" or err.token then return end
-  if (err.kind == "http" or err.kind == "api") and err.status and err.status >= 500 then
+  local status = err.status
+  -- a 5xx, or a 2xx whose body cannot be read (a gateway's page, say)
+  if status and ((status >= 500 and (err.kind == "http" or err.kind == "api"))
+                 or (status >= 200 and status < 300 and err.kind == "decode")) then
     err.sent = true
     err.msg = err.msg .. " (the request was sent: it may have been processed)"
   end
+end
+
+-- The error of a POST that Feishu answered with code 0 (it processed the
+-- message) in a shape that cannot be used: never one that looks unsent.
+local function processed_but(msg, meta)
+  local err = M.decode_error(msg .. " (Feishu answered code 0: the message was processed)", meta)
+  err.sent = true
+  return err
 end
 
 local DATA_OPTIONAL = { events = true }
@@ -347,6 +358,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   if type(obj.data) ~= "table" then
     -- an answer that only says "done" may leave data out
     if DATA_OPTIONAL[endpoint] and obj.data == nil then return {}, meta end
+    if method == "POST" then return nil, processed_but("answer lacks data", meta) end
     return nil, M.decode_error("answer lacks data", meta)
   end
   return obj.data, meta
@@ -359,7 +371,7 @@ end
 local function message_result(data, meta)
   if not data then return nil, meta end
   if type(data.message_id) ~= "string" then
-    return nil, M.decode_error("answer lacks data.message_id", meta)
+    return nil, processed_but("answer lacks data.message_id", meta)
   end
   return data
 end
@@ -414,7 +426,7 @@ end
 local function batch_result(c, r)
   if r.obj then
     local data, meta = r.obj.data, r.meta
-    if type(data) ~= "table" then return { err = M.decode_error("answer lacks data", meta) } end
+    if type(data) ~= "table" then return { err = processed_but("answer lacks data", meta) } end
     local ok, err = message_result(data, meta)
     if ok then return { data = ok } end
     return { err = err }
