@@ -81,7 +81,7 @@ Token.__index = Token
 -- yields = function() -> whether sleep lets other coroutines run.
 function M.new(opts)
   return setmetatable({ fixed = opts.fixed, fetch = opts.fetch, now = opts.now, sleep = opts.sleep,
-                        yields = opts.yields, store = opts.store, key = opts.key,
+                        yields = opts.yields, store = opts.store, key = opts.key, recent = {},
                         lock = opts.key and opts.key .. ":lock", retry_key = opts.key and opts.key .. ":retry" },
                       Token)
 end
@@ -152,6 +152,20 @@ function Token:locked_refresh(arg, old, co, value)
   return tok, err
 end
 
+-- The tokens this client used last: an answer to a request made with one
+-- (a batch's, in flight when another took its place) may quote it.
+local RECENT = 4
+
+-- Notes tok as used (a secret errors must not show), and returns it.
+function Token:used(tok)
+  local recent = self.recent
+  if recent[1] ~= tok then
+    for i = min(#recent, RECENT - 1), 1, -1 do recent[i + 1] = recent[i] end
+    recent[1] = tok
+  end
+  return tok
+end
+
 -- Returns the token to use now, or nil and an error. arg goes to fetch, and
 -- its timeout bounds the wait for another worker's fetch.
 function Token:get(arg)
@@ -168,15 +182,13 @@ function Token:get(arg)
     local now = self.now()
     local c = self:cached()
     if c and now < c.refresh_at then
-      self.token = c.token
-      return c.token
+      return self:used(c.token)
     end
     -- in the refresh window after a failed refresh: not again before its time
     if c and now < c.expires_at then
       local at = self:next_try()
       if at and now < at then
-        self.token = c.token
-        return c.token
+        return self:used(c.token)
       end
     end
     -- one fetch at a time, across every worker that shares the store; a
@@ -184,13 +196,12 @@ function Token:get(arg)
     local locked, why = self.store:add(self.lock, value, limit)
     if locked or (why ~= nil and why ~= "exists") then
       local tok, err = self:locked_refresh(arg, c, co, value)
-      self.token = tok or self.token
+      if tok then self:used(tok) end
       return tok, err
     end
     -- someone else is fetching: an old token that still works is good enough
     if c and now < c.expires_at then
-      self.token = c.token
-      return c.token
+      return self:used(c.token)
     end
     local holder = holder_of(self.store:get(self.lock))
     if holder == false and not let_go then
@@ -217,7 +228,7 @@ end
 function Token:peek()
   if self.fixed then return self.fixed end
   local c, now = self:cached(), self.now()
-  if c and (now < c.refresh_at or now < c.expires_at - PEEK_SAFETY) then return c.token end
+  if c and (now < c.refresh_at or now < c.expires_at - PEEK_SAFETY) then return self:used(c.token) end
 end
 
 -- Forgets token if it is the cached one (not a newer one fetched since).
@@ -231,7 +242,7 @@ function Token:secrets()
   -- a list without holes: the caller appends to it and walks it with #
   local out = {}
   if self.fixed then out[#out + 1] = self.fixed end
-  if self.token then out[#out + 1] = self.token end
+  for i = 1, #self.recent do out[#out + 1] = self.recent[i] end
   return out
 end
 
