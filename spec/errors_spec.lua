@@ -133,7 +133,7 @@ describe("errors", function()
     local st = helpdesk.memory_store()
     local key = "helpdesk:token:" .. fake.url .. " " .. fake.APP_ID
     local logged, fresh, armed = {}, nil, false
-    local client = fake.client({ store = st, rate_limit = false, logger = function(e)
+    local sharer = fake.client({ store = st, rate_limit = false, logger = function(e)
       if e.error then logged[#logged + 1] = e.error end
       if e.event == "request" and e.url:find("/messages", 1, true) and armed and not fresh then
         -- another worker sharing the store refreshed the token just now
@@ -145,11 +145,11 @@ describe("errors", function()
                      body = "upstream failed: Authorization: Bearer " .. fresh })
       end
     end })
-    assert(client:send_ticket_message(fake.TICKET, TEXT))
+    assert(sharer:send_ticket_message(fake.TICKET, TEXT))
     armed = true
     local items = {}
     for i = 1, 4 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "b" .. i } } end
-    local results = assert(client:send_ticket_messages(items, { concurrency = 4 }))
+    local results = assert(sharer:send_ticket_messages(items, { concurrency = 4 }))
     assert.is_string(fresh)
     local failed = 0
     for i = 1, 4 do
