@@ -53,11 +53,8 @@ local function secrets_of(c)
   list[#list + 1] = p.app_secret
   list[#list + 1] = p.helpdesk_token
   list[#list + 1] = p.helpdesk_auth
-  list[#list + 1] = p.proxy -- it may hold a password
-  if p.proxy_password then
-    list[#list + 1] = p.proxy_password
-    list[#list + 1] = p.proxy_basic
-  end
+  -- the proxy URLs, their passwords, as written and as sent, and as Basic
+  for i = 1, #p.proxy_secrets do list[#list + 1] = p.proxy_secrets[i] end
   return list
 end
 
@@ -176,10 +173,9 @@ function M.new(opts)
     user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
   }
   -- the proxy's password alone, and as a Basic credential, may show too
-  local user, password
-  if type(cfg.proxy) == "string" then user, password = cfg.proxy:match("^%a[%w+.-]*://([^:@/]*):([^@/]*)@") end
-  if password and password ~= "" then
-    p.proxy_password, p.proxy_basic = password, core.base64(user .. ":" .. password)
+  p.proxy_secrets = cfg.proxy_secrets.list
+  for _, up in ipairs(cfg.proxy_secrets.basic) do
+    p.proxy_secrets[#p.proxy_secrets + 1] = core.base64(up[1] .. ":" .. up[2])
   end
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
