@@ -128,6 +128,30 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show in a dump of the client, with a store of the caller's or not", function()
+    local function dump(v, seen, out)
+      if type(v) == "table" then
+        if seen[v] then return out end
+        seen[v] = true
+        for k, x in pairs(v) do
+          out[#out + 1] = tostring(k)
+          dump(x, seen, out)
+        end
+      else
+        out[#out + 1] = tostring(v)
+      end
+      return out
+    end
+    for _, opts in ipairs({ {}, { store = helpdesk.memory_store() } }) do
+      local c = fake.client(opts)
+      assert(c:send_ticket_message(fake.TICKET, TEXT))
+      local text = table.concat(dump(c, {}, {}), " ")
+      for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN, "t-fake" }) do
+        assert.is_nil(text:find(secret, 1, true), text)
+      end
+    end
+  end)
+
   it("never show a proxy's password as libcurl sends it, percent-decoded, nor as Basic", function()
     -- the fake is the proxy too: a page quoting the Proxy-Authorization it got
     local hostport = fake.url:match("^http://(.*)$")
