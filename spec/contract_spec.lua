@@ -252,7 +252,8 @@ describe("a call", function()
       -- and before anything went out, bad input it is
       client.max_retries = 0
       client.base_url = nil
-      _, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
       assert_error(err, "invalid")
       assert.is_not_true(err.sent)
       assert.are.equal(1, #fake.requests_to(PATH))
