@@ -4,6 +4,7 @@ local helpdesk = require "helpdesk"
 local events = require "helpdesk.events"
 local errors = require "helpdesk.errors"
 local cjson = require "cjson"
+local core = require "helpdesk.core"
 local openssl = require "openssl"
 
 local KEY = "kE9-event-key-Secret"
@@ -88,6 +89,36 @@ describe("helpdesk.events", function()
     assert.are.equal("hello world", events.decrypt("test key", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="))
     refused("encrypt", events.decrypt("test keys", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="))
     assert.are.equal("hello world", events.decrypt("test key", openssl.encrypt("test key", "hello world")))
+  end)
+
+  it("encrypts as Feishu does, what openssl decrypts, with a fresh IV each time", function()
+    for _, text in ipairs({ "", "x", ("a"):rep(16), ("b"):rep(17), "工单 ✓", ("z"):rep(5000) }) do
+      local a = assert(events.encrypt(KEY, text))
+      local b = assert(events.encrypt(KEY, text))
+      assert.are_not.equal(a, b)
+      assert.are.equal(text, openssl.decrypt(KEY, a))
+      assert.are.equal(text, events.decrypt(KEY, b))
+      -- IV, then whole blocks of padded ciphertext
+      assert.are.equal(16 + (math.floor(#text / 16) + 1) * 16, #assert(core.base64_decode(a)))
+    end
+    refused("encrypt_key", events.encrypt("", "x"))
+    refused("encrypt_key", events.encrypt(nil, "x"))
+    refused("plaintext", events.encrypt(KEY, 42))
+  end)
+
+  it("signs as Feishu does: hex SHA-256 of timestamp, nonce, key and body", function()
+    local body = '{"encrypt":"abc/def"}'
+    assert.are.equal(openssl.signature("1700000000", "42", KEY, body), events.signature("1700000000", "42", KEY, body))
+    refused("body", events.signature("1700000000", "42", KEY, nil))
+    refused("nonce", events.signature("1700000000", 42, KEY, body))
+    -- a request made so passes the receiver
+    local r = assert(events.new({ encrypt_key = KEY, verification_token = TOKEN }))
+    local enc = assert(events.encrypt(KEY, v2("helpdesk.ticket.created_v1", { ticket_id = "1" })))
+    body = cjson.encode({ encrypt = enc })
+    local ts = tostring(os.time())
+    local ev = assert(r:decode({ ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = "n",
+                                 ["X-Lark-Signature"] = events.signature(ts, "n", KEY, body) }, body))
+    assert.are.equal("helpdesk.ticket.created_v1", ev.event_type)
   end)
 
   describe("new", function()

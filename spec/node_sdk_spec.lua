@@ -224,7 +224,7 @@ end
 describe("the official Node SDK", function()
   local seed = os.time()
   local keys, texts = random_keys(seed), plaintexts()
-  local pushed, requests = nil, {}
+  local pushed, requests, ours_encrypted = nil, {}, {}
   local sdk
 
   setup(function()
@@ -248,13 +248,25 @@ describe("the official Node SDK", function()
     batch.decrypt[1] = { key = KEY, encrypt = cjson.decode(pushed.body).encrypt }
     batch.dispatch[1] = { encrypt_key = KEY, verification_token = TOKEN, headers = pushed.headers,
                           body = hex(pushed.body) }
+    -- (a) we encrypt (events.encrypt), the SDK decrypts; and a request we
+    -- make as `helpdesk events push` does, its dispatcher accepts
+    for _, key in ipairs(keys) do
+      for _, text in ipairs(texts) do
+        ours_encrypted[#ours_encrypted + 1] = { key = key, text = text }
+        batch.decrypt[#batch.decrypt + 1] = { key = key, encrypt = assert(events.encrypt(key, text)) }
+      end
+    end
+    local body = '{"encrypt":"' .. assert(events.encrypt(KEY, event)) .. '"}'
+    local ts = tostring(os.time())
+    batch.dispatch[2] = { encrypt_key = KEY, verification_token = TOKEN, body = hex(body),
+                          headers = { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = "n1",
+                                      ["X-Lark-Signature"] = events.signature(ts, "n1", KEY, body) } }
     -- (b) the requests
     for i, c in ipairs(CASES) do
-      local headers, body = c[3]()
-      requests[i] = { headers = headers, body = body }
-      batch.dispatch[#batch.dispatch + 1] = { encrypt_key = c[2].encrypt_key,
-                                              verification_token = c[2].verification_token,
-                                              headers = headers, body = hex(body) }
+      local headers, raw = c[3]()
+      requests[i] = { headers = headers, body = raw }
+      batch.dispatch[i + 2] = { encrypt_key = c[2].encrypt_key, verification_token = c[2].verification_token,
+                                headers = headers, body = hex(raw) }
     end
     sdk = run_node(batch)
   end)
@@ -301,13 +313,25 @@ describe("the official Node SDK", function()
     assert.are.equal(MESSAGE, ev and ev.event_type, tostring(err))
   end)
 
+  it("decrypts what we encrypt (events.encrypt), and accepts a request we sign (events.signature)", function()
+    for i, o in ipairs(ours_encrypted) do
+      local got = sdk.decrypt[i + 1]
+      assert.is_true(got.ok, got.error)
+      assert.are.equal(hex(o.text), got.plain, "key " .. o.key .. ", " .. #o.text .. " bytes")
+    end
+    assert.are.equal(#ours_encrypted + 1, #sdk.decrypt)
+    local got = sdk.dispatch[2]
+    assert.is_true(got.accepted, cjson.encode(got))
+    assert.are.equal(MESSAGE, got.event_type)
+  end)
+
   describe("accepts a request exactly when our receiver:decode does", function()
     for i, c in ipairs(CASES) do
       local name, opts, _, ours, theirs, field, why = c[1], c[2], c[3], c[4], c[5], c[6], c[7]
       local label = name .. ": we " .. (ours and "accept" or "refuse") .. ", the SDK "
         .. (theirs and "accepts" or "refuses") .. (why and (" (a difference: " .. why .. ")") or "")
       it(label, function()
-        local got = sdk.dispatch[i + 1]
+        local got = sdk.dispatch[i + 2]
         local r = assert(events.new(opts))
         local ev, err = r:decode(requests[i].headers, requests[i].body)
         assert.are.equal(theirs, got.accepted, "the SDK: " .. cjson.encode(got))
