@@ -86,8 +86,13 @@ end
 
 -- {"encrypt":"…"} as Feishu writes it: "/" not escaped (lua-cjson would
 -- write "\/", and the SDK, which signs the body re-serialised, would refuse it)
+-- (made once for each text and key: the openssl runs are what takes time)
+local made = {}
 local function encrypted(plaintext, key)
-  return '{"encrypt":"' .. openssl.encrypt(key or KEY, plaintext, "0f0e0d0c0b0a09080706050403020100") .. '"}'
+  local id = (key or KEY) .. "\0" .. plaintext
+  made[id] = made[id] or
+    '{"encrypt":"' .. openssl.encrypt(key or KEY, plaintext, "0f0e0d0c0b0a09080706050403020100") .. '"}'
+  return made[id]
 end
 
 -- Headers signed as Feishu signs: timestamp, nonce, key and the raw body.
