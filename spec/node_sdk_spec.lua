@@ -103,7 +103,23 @@ local function signed(body, o)
   return { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = nonce, ["X-Lark-Signature"] = sig }
 end
 
+-- A card action of the old protocol (no envelope), written as Feishu writes
+-- it, and its signature: SHA-1 with the verification token.
+local OLD_CARD = '{"open_id":"ou_1","user_id":"u_1","open_message_id":"om_card_1","open_chat_id":"oc_1",'
+  .. '"tenant_key":"t_1","token":"c-0123","action":{"tag":"button","value":{"solved":"1"}}}'
+local NEW_CARD = v2("card.action.trigger", { operator = { open_id = "ou_1" }, token = "c-0123",
+                                             action = { tag = "button", value = { solved = "1" } },
+                                             context = { open_message_id = "om_card_1", open_chat_id = "oc_1" } })
+
+local function card_signed(body, o)
+  o = o or {}
+  local ts, nonce = o.ts or tostring(os.time()), "98765"
+  return { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = nonce,
+           ["X-Lark-Signature"] = openssl.card_signature(ts, nonce, o.token or TOKEN, body) }
+end
+
 local FULL = { encrypt_key = KEY, verification_token = TOKEN }
+local KEY_ONLY = { encrypt_key = KEY }
 local TOKEN_ONLY = { verification_token = TOKEN }
 
 -- Each case: a receiver's settings, a maker of the request (called in
@@ -204,6 +220,22 @@ local CASES = {
       local h = signed(body)
       h["X-Lark-Signature"] = h["X-Lark-Signature"]:upper()
       return h, body end, true, false, nil, "we read the hex signature in any case, the SDK in lower case only" },
+  -- card actions, against the SDK's CardActionHandler
+  { "a card action (old protocol), SHA-1 signed with the token", FULL, function()
+      return card_signed(OLD_CARD), OLD_CARD end, true, true, card = true },
+  { "a card action (new protocol), encrypted and signed", FULL, function()
+      local body = encrypted(NEW_CARD); return signed(body), body end, true, true, card = true },
+  { "a card action (old protocol) with a wrong signature", FULL, function()
+      return card_signed(OLD_CARD, { token = "other" }), OLD_CARD end, false, false, "signature", card = true },
+  { "a card action (old protocol) an hour old", FULL, function()
+      return card_signed(OLD_CARD, { ts = tostring(os.time() - 3600) }), OLD_CARD end,
+    false, true, "timestamp", "the SDK has no timestamp window", card = true },
+  { "a card action (old protocol), no verification token set", KEY_ONLY, function()
+      return card_signed(OLD_CARD), OLD_CARD end, false, true, "signature",
+    "the SDK takes any old-protocol card action when it has no verification token", card = true },
+  { "a card action (old protocol) encrypted, SHA-1 signed with the token", FULL, function()
+      local body = encrypted(OLD_CARD); return card_signed(body), body end, true, false, nil,
+    "the SDK checks an encrypted old-protocol action as an event (SHA-256 with the encrypt key)", card = true },
 }
 
 -- Plaintexts for the ciphers: empty, 1 byte, a block and either side of it,
@@ -271,7 +303,7 @@ describe("the official Node SDK", function()
       local headers, raw = c[3]()
       requests[i] = { headers = headers, body = raw }
       batch.dispatch[i + 2] = { encrypt_key = c[2].encrypt_key, verification_token = c[2].verification_token,
-                                headers = headers, body = hex(raw) }
+                                headers = headers, body = hex(raw), card = c.card }
     end
     sdk = run_node(batch)
   end)
@@ -345,7 +377,10 @@ describe("the official Node SDK", function()
         -- a difference is one the README lists, and each listed one is here
         assert.are.equal(ours ~= theirs, why ~= nil)
         if ev and got.accepted then
-          if ev.challenge then
+          if c.card then
+            assert.are.equal(events.card_action(ev).open_message_id, got.open_message_id)
+            assert.are.equal("om_card_1", got.open_message_id)
+          elseif ev.challenge then
             assert.are.equal(ev.challenge, got.challenge)
           else
             assert.are.equal(ev.event_type, got.event_type)

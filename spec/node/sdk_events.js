@@ -5,10 +5,11 @@
 //             encrypt, so this is Node's crypto under the key the SDK's AESCipher
 //             derives, checked by decrypting it back with that AESCipher
 //   decrypt:  [{ key, encrypt }] -> { ok, plain } | { ok: false, error }: AESCipher.decrypt
-//   dispatch: [{ encrypt_key, verification_token, headers, body }] -> what the
-//             SDK's adaptDefault (autoChallenge on) answers over an EventDispatcher
-//             with a handler for every type seen: { accepted, challenge } for a
-//             URL verification, { accepted, event_type, event_id, uuid } for an
+//   dispatch: [{ encrypt_key, verification_token, headers, body, card }] -> what
+//             the SDK's adaptDefault (autoChallenge on) answers over an
+//             EventDispatcher with a handler for every type seen (card: over a
+//             CardActionHandler): { accepted, challenge } for a URL verification,
+//             { accepted, event_type, event_id, uuid, open_message_id } for an
 //             event its handler got, { accepted: false, answer | error } else
 const path = require('path');
 const crypto = require('crypto');
@@ -17,8 +18,7 @@ const { EventEmitter } = require('events');
 const lark = require(path.join(__dirname, '..', '..', 'bench', 'node', 'node_modules', '@larksuiteoapi', 'node-sdk'));
 
 const quiet = { error() {}, warn() {}, info() {}, debug() {}, trace() {} };
-const TYPES = ['helpdesk.ticket_message.created_v1', 'helpdesk.ticket.created_v1', 'helpdesk.ticket.updated_v1',
-  'card.action.trigger'];
+const TYPES = ['helpdesk.ticket_message.created_v1', 'helpdesk.ticket.created_v1', 'helpdesk.ticket.updated_v1'];
 
 function encrypt(c) {
   const cipher = new lark.AESCipher(c.key);
@@ -41,16 +41,22 @@ function decrypt(c) {
 // One request through adaptDefault, as node's http server would hand it
 // over: header names in lower case, the body in chunks.
 function dispatch(c) {
-  const dispatcher = new lark.EventDispatcher({
+  const params = {
     encryptKey: c.encrypt_key, verificationToken: c.verification_token, logger: quiet,
     loggerLevel: lark.LoggerLevel.fatal,
-  });
+  };
+  const dispatcher = c.card
+    ? new lark.CardActionHandler(params, (data) => ({
+      handled: true, event_type: data.event_type,
+      open_message_id: data.open_message_id || (data.context && data.context.open_message_id),
+    }))
+    : new lark.EventDispatcher(params);
   const handlers = {};
   // the type the dispatcher routed by (v1: event.type; its data.type is "event_callback")
   for (const t of TYPES) {
     handlers[t] = (data) => ({ handled: true, event_type: t, event_id: data.event_id, uuid: data.uuid });
   }
-  dispatcher.register(handlers);
+  if (!c.card) dispatcher.register(handlers);
   const serve = lark.adaptDefault('/events', dispatcher, { autoChallenge: true });
   const headers = {};
   for (const [k, v] of Object.entries(c.headers || {})) headers[k.toLowerCase()] = v;
@@ -65,7 +71,10 @@ function dispatch(c) {
     if (text && text.thrown) return { accepted: false, error: text.thrown };
     const v = text === undefined ? undefined : JSON.parse(text);
     if (v && typeof v.challenge === 'string') return { accepted: true, challenge: v.challenge };
-    if (v && v.handled) return { accepted: true, event_type: v.event_type, event_id: v.event_id, uuid: v.uuid };
+    if (v && v.handled) {
+      return { accepted: true, event_type: v.event_type, event_id: v.event_id, uuid: v.uuid,
+        open_message_id: v.open_message_id };
+    }
     return { accepted: false, answer: v === undefined ? 'nothing' : v };
   });
 }
