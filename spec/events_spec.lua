@@ -274,6 +274,34 @@ describe("helpdesk.events", function()
     assert.are.equal(50, ev.event.object.status)
     assert.are.equal(1, ev.event.old_object.status)
     assert.are.same({ { content = "closed by bot", id = 3 } }, ev.event.object.comments)
+    local now, before, code = events.ticket_status(ev)
+    assert.are.equal("closed_by_bot", now)
+    assert.are.equal("created", before)
+    assert.are.equal(50, code)
+  end)
+
+  it("reads a ticket's status by name, whatever the code's type, and nothing of other events", function()
+    local cases = { { 1, "created" }, { "2", "processing" }, { 3, "queued" }, { 4, "pending" },
+                    { 5, "waiting_for_user" }, { 51, "closed_by_agent" }, { "52", "closed_by_user" },
+                    { 77, "unknown" } }
+    for _, case in ipairs(cases) do
+      local t = {}
+      for k, v in pairs(TICKET_CREATED) do t[k] = v end
+      t.status = case[1]
+      local ev = assert(receiver:decode(push(v2("helpdesk.ticket.created_v1", t))))
+      local now, before, code = events.ticket_status(ev)
+      assert.are.equal(case[2], now)
+      assert.is_nil(before)
+      assert.are.equal(tonumber(case[1]), code)
+    end
+    local t = {}
+    for k, v in pairs(TICKET_CREATED) do t[k] = v end
+    t.status = nil
+    assert.is_nil((events.ticket_status(assert(receiver:decode(push(v2("helpdesk.ticket.created_v1", t)))))))
+    local msg = assert(receiver:decode(push(v2("helpdesk.ticket_message.created_v1",
+      { ticket = { ticket_id = "1" }, msg_type = "text", content = { content = "x", msg_type = "text" } }))))
+    assert.is_nil((events.ticket_status(msg)))
+    assert.is_nil((events.ticket_status({})))
   end)
 
   it("a v1 event_callback, plain and encrypted", function()

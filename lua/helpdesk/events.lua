@@ -835,6 +835,42 @@ function M.sender(ev)
   return s
 end
 
+-- Ticket status codes (API-NOTES: the helpdesk ticket's status).
+local TICKET_STATUSES = {
+  [1] = "created", [2] = "processing", [3] = "queued", [4] = "pending", [5] = "waiting_for_user",
+  [50] = "closed_by_bot", [51] = "closed_by_agent", [52] = "closed_by_user",
+}
+M.TICKET_STATUSES = TICKET_STATUSES
+
+--- The status of the ticket of a ticket event, by name: `"created"`,
+-- `"processing"`, `"queued"`, `"pending"`, `"waiting_for_user"`,
+-- `"closed_by_bot"`, `"closed_by_agent"` or `"closed_by_user"` (a code
+-- Feishu has not documented reads `"unknown"`); and for an updated ticket,
+-- the status before, when it changed (`old_object.status`).
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn string|nil the status, nil for other events or when not given
+-- @treturn string|nil the status before, for `helpdesk.ticket.updated_v1`
+-- @treturn int|nil the status code
+function M.ticket_status(ev)
+  local e = body_of(ev)
+  if not e then return nil end
+  local now, before
+  if ev.event_type == "helpdesk.ticket.created_v1" then
+    now = e.status
+  elseif ev.event_type == "helpdesk.ticket.updated_v1" then
+    now = type(e.object) == "table" and e.object.status
+    before = type(e.old_object) == "table" and e.old_object.status
+  else
+    return nil
+  end
+  local function name(code)
+    code = tonumber(code)
+    if not code then return nil end
+    return TICKET_STATUSES[code] or "unknown"
+  end
+  return name(now), name(before), tonumber(now)
+end
+
 --- The plain text of a ticket message event of type text
 -- (`event.content.content`, else `event.text`); `helpdesk.text_of` takes
 -- such events too.
