@@ -128,6 +128,49 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show in a log id quoting the request, on a success too, nor in one that is not a string", function()
+    local events = {}
+    local c = fake.client({ max_retries = 0, logger = function(e) events[#events + 1] = e end })
+    assert(c:send_ticket_message(fake.TICKET, TEXT))
+    local tok = fake.requests_to(PATH)[1].headers.authorization:match("Bearer (.+)")
+    local function clean(text)
+      text = tostring(text)
+      for _, secret in ipairs({ tok, fake.HELPDESK_TOKEN, fake.APP_SECRET }) do
+        assert.is_nil(text:find(secret, 1, true), text)
+      end
+    end
+    -- a 2xx the send cannot use; a page of messages that is no list; a success
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":0,"x":"',
+                 echo = "Authorization", echo_header = "X-Tt-Logid" })
+    local _, err = c:send_ticket_message(fake.TICKET, TEXT)
+    clean(err)
+    clean(err.log_id)
+    fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"data":{"messages":{"a":1}}}',
+                 echo = "Authorization", echo_header = "X-Tt-Logid" })
+    _, err = c:list_ticket_messages(fake.TICKET)
+    clean(err)
+    events = {}
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":0,"data":{"message_id":"om_1"}}',
+                 echo = "X-Lark-Helpdesk-Authorization", decode64 = true, echo_header = "X-Tt-Logid" })
+    local data, meta = c:send_ticket_message(fake.TICKET, TEXT)
+    assert.is_table(data)
+    if type(meta) == "table" then clean(meta.log_id) end
+    local responses = 0
+    for _, e in ipairs(events) do
+      if e.event == "response" then
+        responses = responses + 1
+        clean(e.log_id)
+      end
+    end
+    assert.are.equal(1, responses)
+    -- a log id that is a list quoting the request is no log id
+    fake.fault({ path = PATH, method = "GET", status = 400, logid = false,
+                 body = '{"code":99991499,"msg":"bad","error":{"log_id":["', echo = "Authorization", after = '"]}}' })
+    _, err = c:list_ticket_messages(fake.TICKET)
+    assert.is_nil(err.log_id)
+    clean(require("cjson").encode(err))
+  end)
+
   it("never show in a dump of the client, with a store of the caller's or not", function()
     local function dump(v, seen, out)
       if type(v) == "table" then
