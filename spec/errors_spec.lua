@@ -128,6 +128,45 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show the token a batch item went with, however many others took its place meanwhile", function()
+    local clock = require "helpdesk.clock"
+    local st = helpdesk.memory_store()
+    local key = "helpdesk:token:" .. fake.url .. " " .. fake.APP_ID
+    local function fresh_token()
+      local other = helpdesk.memory_store()
+      local c = fake.client({ store = other, rate_limit = false })
+      assert(c:list_ticket_messages(fake.TICKET, { page_size = 1 }))
+      c:close()
+      return other:get(key):match("^%S+ %S+ (.+)$")
+    end
+    local logged, posts = {}, 0
+    local batcher = fake.client({ store = st, rate_limit = false, logger = function(e)
+      if e.error then logged[#logged + 1] = e.error end
+      if e.event == "request" and e.method == "POST" then
+        posts = posts + 1
+        if posts >= 2 then -- after the slow first item went out, another worker refreshed
+          st:set(key, string.format("%.3f %.3f %s", clock.now() + 3000, clock.now() + 7000, fresh_token()), 7000)
+        end
+      end
+    end })
+    -- the first item: slow, then a 500 quoting its Authorization
+    fake.fault({ path = PATH, method = "POST", status = 500, delay = 0.5, body = "upstream failed: ",
+                 echo = "Authorization" })
+    local items = {}
+    for i = 1, 7 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "b" .. i } } end
+    local results = assert(batcher:send_ticket_messages(items, { concurrency = 2 }))
+    local first
+    for _, q in ipairs(fake.requests_to(PATH)) do
+      if q.method == "POST" then first = q.headers.authorization:match("Bearer (.+)") break end
+    end
+    assert.is_table(results[1].err)
+    assert.matches("upstream failed", results[1].err.msg)
+    for i = 1, #items do
+      if results[i].err then assert.is_nil(tostring(results[i].err):find(first, 1, true), tostring(results[i].err)) end
+    end
+    for _, l in ipairs(logged) do assert.is_nil(l:find(first, 1, true), l) end
+  end)
+
   it("never show in a log id quoting the request, on a success too, nor in one that is not a string", function()
     local events = {}
     local c = fake.client({ max_retries = 0, logger = function(e) events[#events + 1] = e end })
