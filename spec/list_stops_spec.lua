@@ -120,6 +120,32 @@ describe("a listing against a server that does not page as documented", function
       assert.are.equal(2, #fake.requests_to(PATH))
     end)
 
+    it("stops past MAX_UNTOLD messages, with no total and with a total no ticket holds", function()
+      local client_module = require "helpdesk.client"
+      local max = client_module.MAX_UNTOLD
+      client_module.MAX_UNTOLD = 1000 -- the 100,000 of a real listing, made short
+      local results = {}
+      for _, listing in ipairs({ { mode = "grow", no_total = true }, { mode = "grow", total = 1e15 } }) do
+        fake.listing(listing)
+        local got, ok, err = drain(client:ticket_messages(fake.TICKET))
+        results[#results + 1] = { #got, ok, err }
+      end
+      client_module.MAX_UNTOLD = max
+      for _, r in ipairs(results) do
+        assert.are.equal(false, r[2], "ended " .. tostring(r[2]) .. " after " .. r[1])
+        assert_decode(r[3], "passed 1000 messages")
+        assert.is_true(r[1] <= 1000, r[1] .. " yielded")
+      end
+    end)
+
+    it("lists an honest ticket from a later page to its end, as the total allows", function()
+      fake.reset()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 45, start = 1700000000 })
+      local got, ok, err = drain(client:ticket_messages(fake.TICKET, { page = 2, page_size = 20 }))
+      assert.are.equal(true, ok, tostring(err))
+      assert.are.equal(25, #got)
+    end)
+
     it("lists a ticket whose messages arrive during the listing: those of the first total, each once", function()
       local seen, n = {}, 0
       for msg, total in client:ticket_messages(fake.TICKET, { page_size = 100 }) do
@@ -226,6 +252,20 @@ describe("a listing against a server that does not page as documented", function
         assert.are.equal((case.page - 1) * 100, #got)
         assert_decode(err, "^page " .. case.page .. " repeats message 69%d+ of page 1: the listing would not end$")
         assert.are.equal(case.page, #fake.requests_to(PATH))
+      end
+    end)
+
+    it("raises an error object, again and again, when a step raises (a client's field set to nonsense)", function()
+      for _, field in ipairs({ { "timeout", {} }, { "base_url", false } }) do
+        local c = fake.client()
+        local iter = c:ticket_messages(fake.TICKET)
+        c[field[1]] = field[2]
+        local ok, err = pcall(iter)
+        assert.is_false(ok)
+        assert.is_true(errors.is(err), field[1] .. ": raised a " .. type(err) .. ": " .. tostring(err))
+        local again_ok, again = pcall(iter)
+        assert.is_false(again_ok)
+        assert.are.equal(err, again)
       end
     end)
 

@@ -698,8 +698,8 @@ function Client:unsubscribe_events(types, opts)
   return subscription(self, "unsubscribe", types, opts)
 end
 
--- Without a total, a listing that has not ended after this many messages
--- never will: a ticket holds far fewer.
+-- A listing that has not ended after this many messages never will,
+-- whatever total it tells: a ticket holds far fewer.
 M.MAX_UNTOLD = 100000
 
 -- A message's identity on a page: its id, or message_id.
@@ -714,10 +714,10 @@ end
 -- It stops by itself on a server that misbehaves, with a `decode` error: a
 -- page that repeats messages of the page before it, or the first or last
 -- message of any page before (a list shifted back under it), pages that run out
--- before the first page's `total`, or, with no `total` at all, pages that go
--- on past 100,000 messages (`MAX_UNTOLD` of this module). It never yields more than the first page's
--- `total` (what was there when the listing began; messages that arrive
--- meanwhile are for the next listing).
+-- before the first page's `total`, or pages that go on past 100,000
+-- messages (`MAX_UNTOLD` of this module), whatever `total` they tell. It
+-- never yields more than the first page's `total` (what was there when the
+-- listing began; messages that arrive meanwhile are for the next listing).
 -- @string ticket_id
 -- @tab[opt] query as for @{Client:list_ticket_messages}
 -- @tab[opt] opts as for @{Client:send_ticket_message}
@@ -735,7 +735,9 @@ function Client:ticket_messages(ticket_id, query, opts)
   q.page = q.page or 1
   q.page_size = q.page_size or 200
 
-  local buffer, i, seen, done, total, cap = {}, 0, 0, false, nil, nil
+  -- seen counts the pages before the first asked for too: the total is of
+  -- the whole listing
+  local buffer, i, seen, done, total, cap = {}, 0, (q.page - 1) * q.page_size, false, nil, nil
   local last_ids = {} -- the ids of the page before
   local pages_seen = {} -- each page's first and last id and size: a page that comes round again
   -- each page's first and last id, and its page: a page shifted back past
@@ -811,8 +813,9 @@ function Client:ticket_messages(ticket_id, query, opts)
       done, raised = true, short(meta)
       error(raised, 0)
     end
-    if not cap and seen + n > M.MAX_UNTOLD then
-      fail(format("the listing passed %d messages with no total and no end in sight", M.MAX_UNTOLD), meta)
+    if seen + n > M.MAX_UNTOLD then
+      fail(format("the listing passed %d messages with %s and no end in sight", M.MAX_UNTOLD,
+                  cap and format("a total of %.0f, more than a ticket holds,", cap) or "no total"), meta)
     end
     buffer, i, total = page.messages, 0, page.total
     for k = #buffer, n + 1, -1 do buffer[k] = nil end
@@ -867,9 +870,19 @@ end
 local make_iterator = Client.ticket_messages
 function Client:ticket_messages(...)
   local ok, iter = pcall(make_iterator, self, ...)
-  if ok then return iter end
-  if errors.is(iter) then error(iter, 2) end
-  error(raised_error(self, iter), 2)
+  if not ok then
+    if errors.is(iter) then error(iter, 2) end
+    error(raised_error(self, iter), 2)
+  end
+  -- what a step raises is an error object too, and again on every later call
+  local failed
+  return function(...)
+    if failed then error(failed, 0) end
+    local stepped, msg, total = pcall(iter, ...)
+    if stepped then return msg, total end
+    failed = errors.is(msg) and msg or raised_error(self, msg)
+    error(failed, 0)
+  end
 end
 
 local new = M.new
