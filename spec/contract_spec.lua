@@ -260,6 +260,28 @@ describe("a call", function()
     end)
   end)
 
+  describe("that raises while another coroutine of the client POSTs", function()
+    it("never says its own request went out", function()
+      local client = fake.client({ rate_limit = { list = { per_second = 1 } } })
+      assert(client:list_ticket_messages(fake.TICKET, { page_size = 1 })) -- the second's one slot
+      -- a scheduler's sleep: yields, and raises when the task is cancelled
+      clock.sleep = function() coroutine.yield("sleeping"); error("task cancelled", 0) end
+      local waiting = coroutine.create(function()
+        return client:list_ticket_messages(fake.TICKET, { page_size = 1 })
+      end)
+      local resumed, said = coroutine.resume(waiting)
+      clock.sleep = real_sleep
+      assert.is_true(resumed)
+      if said == "sleeping" then -- Lua 5.1 cannot yield across the call's pcall
+        assert(client:send_ticket_message(fake.TICKET, TEXT)) -- another task's POST
+        local _, data, err = coroutine.resume(waiting)
+        assert.is_nil(data)
+        assert_error(err)
+        assert.is_not_true(err.sent)
+      end
+    end)
+  end)
+
   describe("given input whose metamethods raise", function()
     it("returns an invalid error for each call and raises only error objects", function()
       local bomb = setmetatable({}, { __index = function() error("boom") end })

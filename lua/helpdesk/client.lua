@@ -17,7 +17,7 @@ local transport = require "helpdesk.transport"
 local validate = require "helpdesk.validate"
 
 local type, pairs, ipairs, setmetatable, tostring, error = type, pairs, ipairs, setmetatable, tostring, error
-local concat, format, min = table.concat, string.format, math.min
+local concat, format, min, running = table.concat, string.format, math.min, coroutine.running
 
 local M = {}
 
@@ -88,6 +88,14 @@ local function closed_error()
 end
 
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
+local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+
+-- Counts a helpdesk POST of the coroutine running.
+local function posted(p)
+  local co = running() or MAIN
+  p.posted[co] = (p.posted[co] or 0) + 1
+end
+
 -- The secrets of c and the token a request went with: another may have
 -- taken its place among the tokens c used last meanwhile.
 local function secrets_with(p, tok)
@@ -189,8 +197,9 @@ function M.new(opts)
     -- the proxy URL may hold a password: kept with the secrets
     proxy = cfg.proxy,
     user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
-    -- helpdesk POSTs started: a call that raises after one knows it went
-    posted = 0,
+    -- helpdesk POSTs started, by coroutine (a call runs in one): a call
+    -- that raises after one of its own knows it went
+    posted = setmetatable({}, { __mode = "k" }),
   }
   -- the proxy's password alone, and as a Basic credential, may show too
   p.proxy_secrets = cfg.proxy_secrets.list
@@ -348,7 +357,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
         err = budget_error()
         break
       end
-      if method == "POST" then p.posted = p.posted + 1 end
+      if method == "POST" then posted(p) end
       obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body, attempt, tok)
       if obj then break end
     end
@@ -521,7 +530,7 @@ function Client:send_ticket_messages(items, opts)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
       closed = function() return p.closed and closed_error() or nil end,
-      started = function() p.posted = p.posted + 1 end,
+      started = function() posted(p) end,
       min_attempt = 2 * MIN_ATTEMPT,
       secrets = p.secrets,
       request = function(deadline)
@@ -840,11 +849,11 @@ end
 -- that errors, say) is an invalid error, as other bad input is; a raise
 -- once a POST went out (a bug) is never taken for one that sent nothing.
 -- The iterator raises error objects only, by design.
-local function raised_error(c, what, posted)
+local function raised_error(c, what, went)
   local ok, text = pcall(tostring, what)
   text = ok and text or "(an error that cannot be shown)"
   local err
-  if posted then
+  if went then
     err = errors.new("transport", { sent = true, msg = "the call failed after its request was sent ("
       .. text .. "): it may have been processed" })
   else
@@ -859,11 +868,12 @@ for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_mess
   local f = Client[name]
   Client[name] = function(self, ...)
     local p = type(self) == "table" and private[self]
-    local before = p and p.posted
+    local co = running() or MAIN
+    local before = p and p.posted[co]
     local ok, a, b = pcall(f, self, ...)
     if ok then return a, b end
     if errors.is(a) then return nil, a end
-    return nil, raised_error(self, a, p and p.posted ~= before)
+    return nil, raised_error(self, a, p and p.posted[co] ~= before)
   end
 end
 
