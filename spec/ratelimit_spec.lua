@@ -250,6 +250,28 @@ describe("rate limits", function()
       assert.is_true(need > 3600)
     end)
 
+    it("numbers its calls anew when the count in the store is one no limiter comes to", function()
+      for _, nonsense in ipairs({ 1e300, 1e16, -5, 2.5, "x" }) do
+        local clock = fake_clock()
+        local st = store.table(clock.now)
+        local lim = ratelimit.limiter({ per_second = 2 }, st, "t", clock.now)
+        assert(lim:acquire(clock, 1))
+        st.values[lim.seq_key] = nonsense
+        clock.advance(5)
+        local starts = {}
+        for i = 1, 6 do
+          local ok, waited = pcall(lim.acquire, lim, clock, clock.now() + 5)
+          assert.is_true(ok, tostring(nonsense) .. ": " .. tostring(waited))
+          assert.is_number(waited, tostring(nonsense))
+          starts[i] = clock.now()
+        end
+        -- two a second again, not one a minute nor none
+        assert.is_true(starts[6] - starts[1] <= 2 + 3 * ratelimit.MARGIN, tostring(nonsense) .. ": "
+          .. (starts[6] - starts[1]) .. " s for 6 calls")
+        assert.is_true(starts[3] - starts[1] >= 1, tostring(nonsense))
+      end
+    end)
+
     it("says how long it would wait when that is past the deadline", function()
       local clock = fake_clock()
       local lim = ratelimit.limiter({ per_minute = 2 }, nil, nil, clock.now)

@@ -111,6 +111,14 @@ function Limiter:lock(clock)
   return true
 end
 
+-- A call number as a limiter counts them: a whole number from 0, far from
+-- where 1 more is the same number (2^53); else nil.
+local function sane_count(v)
+  v = tonumber(v)
+  if v and v >= 0 and v < 2 ^ 50 and v % 1 == 0 then return v end
+  return nil
+end
+
 -- Takes the next slot without waiting for it: returns the time (on clock)
 -- the call may start, or nil and the wait that was needed when that would
 -- be after deadline (then no number is taken: a number taken and not used
@@ -119,14 +127,20 @@ function Limiter:reserve(clock, deadline)
   local store = self.store
   local locked = self:lock(clock)
   local now = clock.now()
-  local next_k = (tonumber((store:get(self.seq_key))) or 0) + 1
+  local next_k = sane_count(store:get(self.seq_key))
+  if not next_k then
+    -- a number no limiter could have come to (another program, a corrupted
+    -- store): numbering starts again, the slots keep their times
+    store:set(self.seq_key, 0)
+    next_k = 0
+  end
+  next_k = next_k + 1
   local start = self:compute(next_k, now)
   if start > deadline then
     if locked then store:delete(self.lock_key) end
     return nil, start - now
   end
-  local k = store:incr(self.seq_key, 1, 0)
-  if type(k) ~= "number" or k ~= k or k % 1 ~= 0 then k = nil end -- a store that cannot count
+  local k = sane_count(store:incr(self.seq_key, 1, 0)) -- nil: a store that cannot count
   if k and k ~= next_k then
     -- without the lock another caller came first: its number was looked at
     local prev
