@@ -599,6 +599,26 @@ describe("the helpdesk command", function()
       assert.are.equal(0, #fake.requests_to("/sink"))
     end)
 
+    it("push: never prints a proxy's password, whatever the proxy answers", function()
+      local hostport = fake.url:match("^http://(.*)$")
+      fake.fault({ path = "/sink/proxied", status = 502, body = "proxy saw ", echo = "proxy-authorization",
+                   decode64 = true })
+      fake.fault({ path = "/sink/proxied", status = 502, body = "proxy saw ", echo = "proxy-authorization" })
+      for _ = 1, 2 do
+        local rc, out, err = helpdesk({ "events", "push", fake.url .. "/sink/proxied", "--proxy",
+                                        "http://bob:push-proxy-password@" .. hostport },
+                                      { env = EVENT_ENV, stdin = EVENT })
+        assert.are.equal(1, rc, err)
+        assert.matches("proxy saw", out)
+        for _, text in ipairs({ out, err }) do
+          for _, piece in ipairs({ "push-proxy-password", "Ym9iOnB1c2gtcHJveHktcGFzc3dvcmQ" }) do
+            assert.is_nil(text:find(piece, 1, true), text)
+          end
+        end
+        no_secrets(out, err)
+      end
+    end)
+
     it("push: encrypts and signs as Feishu does, which openssl checks and decode reads back", function()
       fake.fault({ path = "/sink/events", status = 200, body = '{"ok":"pushed"}', times = 1 })
       local rc, out, err = helpdesk({ "events", "push", fake.url .. "/sink/events", "--verbose" },

@@ -553,6 +553,14 @@ local function push_event(url, flags, out)
   local opts
   opts, err = client_options(flags, out)
   if not opts then return nil, err end
+  -- what the answer (a proxy's page, say) must not show
+  local hidden
+  hidden, err = config.proxy_secrets(opts.proxy)
+  if not hidden then return nil, err end
+  local secrets = hidden.list
+  for _, up in ipairs(hidden.basic) do secrets[#secrets + 1] = core.base64(up[1] .. ":" .. up[2]) end
+  secrets[#secrets + 1] = key
+  secrets[#secrets + 1] = flag_or_env(flags, "verification-token", "FEISHU_VERIFICATION_TOKEN")
   local h = core.new()
   if not h then return nil, errors.new("transport", { msg = "curl_easy_init failed", sent = false }) end
   local called, status, answer, answer_headers = pcall(h.request, h, {
@@ -567,13 +575,14 @@ local function push_event(url, flags, out)
   end
   if not status then
     local _, terr = transport.answer(nil, answer, answer_headers, nil, "POST")
-    return nil, terr
+    return nil, errors.redact(terr, secrets)
   end
+  answer = errors.redact({ msg = answer }, secrets).msg
   local written, werr = write_out(out, answer .. ((answer == "" or answer:sub(-1) == "\n") and "" or "\n"), true)
   if not written then return nil, werr end
   if status < 200 or status > 299 then
-    return nil, errors.new("http", { status = status,
-      msg = "the receiver did not take the event" .. (answer ~= "" and (": " .. errors.excerpt(answer, {})) or "") })
+    local said = answer ~= "" and (": " .. errors.excerpt(answer, secrets)) or ""
+    return nil, errors.new("http", { status = status, msg = "the receiver did not take the event" .. said })
   end
   return true
 end

@@ -111,6 +111,8 @@ function M.store(st)
   return st
 end
 
+M.proxy_secrets = function(proxy) return proxy_secrets(proxy) end
+
 function M.check(opts)
   if type(opts) ~= "table" then return nil, errors.invalid("options", "must be a table") end
   local ok, err = validate.known_keys("options", opts, OPTIONS)
