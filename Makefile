@@ -27,7 +27,8 @@ DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev libssl-dev \
        lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev \
        luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
-       clang libclang-rt-14-dev lua-ldoc lua-markdown
+       clang libclang-rt-14-dev lua-ldoc lua-markdown \
+       redis-server libhiredis-dev lua-nginx-redis
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;
