@@ -46,6 +46,7 @@ build = {
     ["helpdesk.message"] = "lua/helpdesk/message.lua",
     ["helpdesk.openresty"] = "lua/helpdesk/openresty.lua",
     ["helpdesk.ratelimit"] = "lua/helpdesk/ratelimit.lua",
+    ["helpdesk.redis_store"] = "lua/helpdesk/redis_store.lua",
     ["helpdesk.retry"] = "lua/helpdesk/retry.lua",
     ["helpdesk.store"] = "lua/helpdesk/store.lua",
     ["helpdesk.thread"] = "lua/helpdesk/thread.lua",
