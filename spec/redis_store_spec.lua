@@ -1,10 +1,12 @@
 local core = require "helpdesk.core"
 local fake = require "fake"
 local helpdesk = require "helpdesk"
+local ratelimit = require "helpdesk.ratelimit"
 local redis_server = require "redis_server"
 local redis_store = require "helpdesk.redis_store"
 local store = require "helpdesk.store"
 
+local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local TEXT = { msg_type = "text", content = { text = "shared" } }
 
 describe("the Redis store", function()
@@ -238,6 +240,103 @@ describe("the Redis store", function()
       assert.are.equal(1, fake.state().token_count)
       a:close()
       b:close()
+    end)
+  end)
+
+  describe("reserves a rate-limit slot", function()
+    it("in one round trip, by EVALSHA of a script loaded once", function()
+      local st = new_store()
+      local lim = ratelimit.limiter({ per_second = 50, per_minute = 1000 }, st, "app:ep")
+      local clock = { now = core.monotime, sleep = core.sleep }
+      assert(lim:reserve(clock, math.huge)) -- loads the script
+      -- the commands the store sends, counted where they leave it
+      local backend = st:backend()
+      local sent, command_of = {}, backend.command
+      backend.command = function(b, name, ...)
+        sent[#sent + 1] = name
+        return command_of(b, name, ...)
+      end
+      assert(command("CONFIG", "RESETSTAT"))
+      for _ = 1, 20 do assert(lim:reserve(clock, math.huge)) end
+      assert.are.equal(20, #sent)
+      for _, name in ipairs(sent) do assert.are.equal("EVALSHA", name) end
+      -- and Redis ran the script 20 times
+      assert.matches("cmdstat_evalsha:calls=20,", command("INFO", "commandstats"), 1, true)
+    end)
+
+    it("loads the script again after Redis forgot it (NOSCRIPT)", function()
+      local st = new_store()
+      local lim = ratelimit.limiter({ per_second = 2, per_minute = false }, st, "app:ep")
+      local clock = { now = core.monotime, sleep = core.sleep }
+      assert(lim:reserve(clock, math.huge))
+      assert(command("SCRIPT", "FLUSH"))
+      assert(lim:reserve(clock, math.huge))
+      -- the third in the second is refused: the two before it count
+      local start, need = lim:reserve(clock, core.monotime() + 0.1)
+      assert.is_nil(start)
+      assert.is_true(need > 0.9 and need <= 1.1, tostring(need))
+    end)
+
+    it("keeps this host's share of the limits (store_share) while Redis cannot be reached", function()
+      local events = {}
+      local t = 0
+      local clock = { now = function() return t end, sleep = function(d) t = t + d end }
+      local st = assert(redis_store.new({ redis = "redis://127.0.0.1:1", now = clock.now, timeout = 0.05,
+                                          on_event = function(e) events[#events + 1] = e end }))
+      st.share = 2 -- as the client sets it from store_share
+      local lim = ratelimit.limiter({ per_second = 10, per_minute = false }, st, "app:ep")
+      for i = 1, 5 do assert.are.equal(0, lim:reserve(clock, 0.1), "call " .. i) end
+      local start, need = lim:reserve(clock, 0.1)
+      assert.is_nil(start)
+      assert.is_true(need > 0.9 and need <= 1.1, tostring(need))
+      assert.are.equal(1, #events)
+      assert.are.equal("store_fallback", events[1].event)
+      assert.matches("refused", events[1].error)
+      assert.is_false(st:up())
+    end)
+
+    it("keeps one budget for hosts: two plain Lua processes, 0 answered 429s, one token fetch", function()
+      -- HELPDESK_SHARE_RATE=50 HELPDESK_SHARE_EACH=500: the documented limit (and 1000 a minute)
+      local per_second = tonumber(os.getenv("HELPDESK_SHARE_RATE")) or 20
+      local each = tonumber(os.getenv("HELPDESK_SHARE_EACH")) or 30
+      fake.config({ rate_limits = { ticket_message = { per_second = per_second,
+                                                       per_minute = per_second == 50 and 1000 or nil } } })
+      local url = server.url .. "/2"
+      local lua = arg and arg[-1] or "lua5.4"
+      local pipes = {}
+      local t0 = core.monotime()
+      for i = 1, 2 do
+        local cmd = string.format("env ASAN_OPTIONS=detect_leaks=0 LUA_PATH='%s' LUA_CPATH='%s' SENDER_REDIS='%s' "
+          .. "SENDER_N=%d SENDER_NAME=host%d SENDER_RATE=%d %s spec/redis_sender.lua 2>&1", package.path, package.cpath,
+          url, each, i, per_second, lua)
+        -- the spec may run from another directory: the sender is next to this file
+        local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]+$") or "spec"
+        cmd = cmd:gsub("spec/redis_sender.lua", here .. "/redis_sender.lua")
+        pipes[i] = assert(io.popen(cmd))
+      end
+      local outs = {}
+      for i = 1, 2 do
+        outs[i] = pipes[i]:read("*a")
+        pipes[i]:close()
+      end
+      local elapsed = core.monotime() - t0
+      for i = 1, 2 do assert.matches("^sent " .. each .. " failed 0\n", outs[i]) end
+      local st = fake.state()
+      assert.are.equal(0, st.rate_limited)
+      assert.are.equal(1, st.token_count)
+      local times = {}
+      for _, r in ipairs(fake.requests_to(PATH)) do times[#times + 1] = r.time end
+      table.sort(times)
+      local n = #times
+      assert.are.equal(2 * each, n)
+      -- the rate after the first burst, as the fake saw it
+      local rate = (n - per_second) / (times[n] - times[1])
+      if os.getenv("HELPDESK_SHARE_REPORT") then
+        io.stderr:write(string.format("\n%d messages from 2 processes in %.2f s: %.1f/s after the first burst "
+          .. "(limit %d/s, %.2f of it), %d answered 429s, %d token fetches\n", n, elapsed, rate, per_second,
+          rate / per_second, st.rate_limited, st.token_count))
+      end
+      assert.is_true(rate >= 0.9 * per_second and rate <= per_second, tostring(rate))
     end)
   end)
 end)

@@ -52,6 +52,46 @@ function M.parse_url(url)
   return { host = host, port = port, db = db, password = password }
 end
 
+-- The reservation of the limiter (helpdesk.ratelimit), whole, in Redis:
+-- take the next call number k, read the start of call k-n in each ring,
+-- and, if k may start within max_wait, write k's start into its slots and
+-- keep the number. Returns { 1, wait } or { 0, need }, as strings (Redis
+-- turns a Lua number into an integer).
+-- KEYS[1]: the sequence; ARGV: now ("" = Redis's own clock, the one clock
+-- every host shares), max_wait, margin, then n and the ring's key prefix
+-- and w for each window. The rings' keys are made here (a ring is n keys):
+-- standalone Redis or a replica set, not Redis Cluster.
+M.RESERVE = [[
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1e6
+else
+  now = tonumber(ARGV[1])
+end
+local max_wait, margin = tonumber(ARGV[2]), tonumber(ARGV[3])
+local k = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
+local start = now
+local wins = {}
+for i = 4, #ARGV, 3 do
+  local n, key, w = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
+  local prev = -1e15
+  if k > n then
+    local v = redis.call('GET', key .. (k % n))
+    local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
+    if t then prev = t end
+  end
+  if prev + w + margin > start then start = prev + w + margin end
+  wins[#wins + 1] = { n, key }
+end
+if start - now > max_wait then return { 0, string.format('%.6f', start - now) } end
+redis.call('SET', KEYS[1], k)
+for _, win in ipairs(wins) do
+  redis.call('SET', win[2] .. (k % win[1]), string.format('%d %.6f', k, start))
+end
+return { 1, string.format('%.6f', start - now) }
+]]
+
 -- incr as a lua_shared_dict's: a key that holds nothing starts at init,
 -- or the answer is nothing when there is no init.
 local INCR = [[
@@ -370,6 +410,26 @@ function Store:script(src, field, ...)
   if not sha then return nil, why, err end
   self[field] = sha
   return self:call("EVALSHA", sha, ...)
+end
+
+-- The limiter's whole reservation in one round trip (see RESERVE). wins:
+-- the limiter's windows ({ n =, w =, key = }); now: the caller's clock;
+-- max_wait: how long the call may wait for its slot. Returns true and the
+-- wait, false and the wait needed (nothing taken), or nil when Redis is
+-- not there (the caller then reserves on the local store).
+function Store:reserve(seq_key, wins, margin, now, max_wait)
+  local argv = { self.caller_clock and format("%.6f", now) or "",
+                 format("%.6f", min(max_wait, 1e9)), format("%.6f", margin) }
+  for _, win in ipairs(wins) do
+    argv[#argv + 1] = format("%d", win.n)
+    argv[#argv + 1] = self.prefix .. win.key
+    argv[#argv + 1] = format("%d", win.w)
+  end
+  local res = self:script(M.RESERVE, "reserve_sha", 1, self.prefix .. seq_key, (table.unpack or unpack)(argv))
+  if type(res) ~= "table" then return nil end
+  local wait = tonumber(res[2])
+  if not wait then return nil end
+  return res[1] == 1, wait
 end
 
 function Store:close()
