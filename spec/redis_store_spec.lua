@@ -243,6 +243,47 @@ describe("the Redis store", function()
     end)
   end)
 
+  describe("when Redis stops and starts again", function()
+    it("goes on with the local store, says so, sends nothing twice, and shares the budget again after", function()
+      local other = redis_server.start()
+      local events = {}
+      local client = fake.client({ store = { redis = other.url, timeout = 0.1 }, store_share = 2,
+                                   logger = function(e) events[#events + 1] = e end })
+      local function send(text)
+        local data, err = client:send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = text } })
+        assert.is_nil(err, text)
+        assert.is_string(data.message_id)
+      end
+      local function seen(name)
+        local n = 0
+        for _, e in ipairs(events) do n = n + (e.event == name and 1 or 0) end
+        return n
+      end
+      for i = 1, 3 do send("before " .. i) end
+      redis_server.stop(other)
+      for i = 1, 3 do send("down " .. i) end
+      assert.are.equal(1, seen("store_fallback"))
+      assert.are.equal(0, seen("store_recovered"))
+      redis_server.start({ port = other.port, dir = other.dir })
+      core.sleep(0.6) -- the first pause before Redis is tried again
+      for i = 1, 3 do send("after " .. i) end
+      assert.are.equal(1, seen("store_fallback"))
+      assert.are.equal(1, seen("store_recovered"))
+      -- each message once
+      local delivered = fake.delivered(fake.TICKET)
+      assert.are.equal(9, delivered.total)
+      for _, n in pairs(delivered.counts) do assert.are.equal(1, n) end
+      -- the budget is in Redis again: the reservations after recovery are there
+      local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
+      local seq
+      for _, key in ipairs(c:command("KEYS", "*:seq:*")) do seq = c:command("GET", key) end
+      assert.are.equal("3", seq)
+      c:close()
+      client:close()
+      redis_server.finish(other)
+    end)
+  end)
+
   describe("reserves a rate-limit slot", function()
     it("in one round trip, by EVALSHA of a script loaded once", function()
       local st = new_store()
