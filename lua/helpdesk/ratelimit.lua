@@ -115,7 +115,9 @@ function Limiter:reserve(clock, deadline)
   if store.reserve then
     local now = clock.now()
     local ok, wait = store:reserve(self.seq_key, self.windows, MARGIN, now, deadline - now)
-    if ok then return now + wait end
+    -- the wait counts from the moment the store answered (on its clock):
+    -- from now, the round trip later, never from before it
+    if ok then return clock.now() + wait end
     if ok == false then return nil, wait end
     -- it could not (Redis is down): this host's share of the limits, kept
     -- in the store's local stand-in
