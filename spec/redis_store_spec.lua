@@ -241,6 +241,31 @@ describe("the Redis store", function()
       a:close()
       b:close()
     end)
+
+    it("reads the token from Redis once a second, not once a call", function()
+      local client = fake.client({ store = { redis = server.url .. "/7" }, rate_limit = false })
+      assert(client:send_ticket_message(fake.TICKET, TEXT)) -- fetches it
+      assert(command("CONFIG", "RESETSTAT"))
+      local t0 = core.monotime()
+      for _ = 1, 20 do assert(client:send_ticket_message(fake.TICKET, TEXT)) end
+      local gets = tonumber(command("INFO", "commandstats"):match("cmdstat_get:calls=(%d+)")) or 0
+      assert.is_true(gets <= 1 + math.floor(core.monotime() - t0), gets .. " GETs for 20 sends")
+      client:close()
+    end)
+
+    it("takes another host's new token after Feishu refused the old one, fetching no third", function()
+      local url = server.url .. "/8"
+      local a = fake.client({ store = { redis = url } })
+      local b = fake.client({ store = { redis = url } })
+      assert(a:send_ticket_message(fake.TICKET, TEXT))
+      assert(b:send_ticket_message(fake.TICKET, TEXT))
+      fake.revoke_tokens()
+      assert(a:send_ticket_message(fake.TICKET, TEXT)) -- refused, fetches a new one
+      assert(b:send_ticket_message(fake.TICKET, TEXT)) -- refused with the old one it kept, takes a's
+      assert.are.equal(2, fake.state().token_count)
+      a:close()
+      b:close()
+    end)
   end)
 
   describe("when Redis stops and starts again", function()

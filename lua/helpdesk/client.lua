@@ -193,7 +193,7 @@ function M.new(opts)
   local st = cfg.store and store.guarded(cfg.store) or shared or store.table(clock.now)
   -- the token's times: with Redis, of the wall clock every host shares
   -- (a monotonic clock starts anew on each machine)
-  local token_now = clock.now
+  local token_now, memo = clock.now, nil
   if cfg.redis then
     -- what stands in for Redis while it is down: the shared dict, or a table
     local local_store = st
@@ -203,6 +203,8 @@ function M.new(opts)
       on_event = function(e) local cl = weak_client[1]; if cl then emit(cl, e) end end }))
     st.share = cfg.store_share or 1
     token_now = os.time
+    -- a token read from Redis is used for a second before it is read again
+    memo = 1
   end
   -- what Feishu counts per: the app (a fixed token's app is unknown: all share one)
   local app = cfg.base_url .. " " .. (cfg.app_id or "fixed-token")
@@ -213,7 +215,7 @@ function M.new(opts)
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
     fetch = function(attempt) return fetch_token(weak[1], attempt) end,
-    now = token_now, sleep = clock.sleep, yields = clock.yields,
+    now = token_now, sleep = clock.sleep, yields = clock.yields, memo = memo, memo_now = clock.now,
     store = st, key = "helpdesk:token:" .. app,
   })
   if cfg.rate_limit then
