@@ -82,6 +82,7 @@ describe("module functions", function()
   it("share the token of other processes through FEISHU_REDIS_URL", function()
     local redis_server = require "redis_server"
     local redis = redis_server.start()
+    finally(function() redis_server.finish(redis) end)
     local env = {
       FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
       FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
@@ -95,7 +96,6 @@ describe("module functions", function()
         print(d and d.message_id or tostring(e))
       ]])
     end
-    redis_server.finish(redis)
     for i = 1, 2 do assert.matches("^om_%x+\n$", outs[i]) end
     assert.are.equal(1, fake.state().token_count)
   end)

@@ -64,6 +64,7 @@ describe("the Redis store", function()
 
     it("fails with io when the server goes, and closes itself", function()
       local other = redis_server.start()
+      finally(function() redis_server.finish(other) end)
       local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
       assert.are.equal("PONG", c:command("PING"))
       redis_server.finish(other)
@@ -271,6 +272,7 @@ describe("the Redis store", function()
   describe("when Redis stops and starts again", function()
     it("goes on with the local store, says so, sends nothing twice, and shares the budget again after", function()
       local other = redis_server.start()
+      finally(function() redis_server.finish(other) end)
       local events = {}
       local client = fake.client({ store = { redis = other.url, timeout = 0.1 }, store_share = 2,
                                    logger = function(e) events[#events + 1] = e end })
@@ -305,7 +307,34 @@ describe("the Redis store", function()
       assert.are.equal("3", seq)
       c:close()
       client:close()
-      redis_server.finish(other)
+    end)
+  end)
+
+  describe("when Redis is slow", function()
+    it("does not wait past its timeout: the call goes on with the local store", function()
+      local slow = redis_server.start({ debug = true })
+      finally(function() redis_server.finish(slow) end)
+      local events = {}
+      local client = fake.client({ store = { redis = slow.url, timeout = 0.1 },
+                                   logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      -- Redis busy for a second, from another process
+      local busy = assert(io.popen("redis-cli -p " .. slow.port .. " DEBUG SLEEP 1"))
+      core.sleep(0.1)
+      local t0 = core.monotime()
+      local data, err = client:send_ticket_message(fake.TICKET, TEXT)
+      local took = core.monotime() - t0
+      busy:close()
+      assert.is_nil(err)
+      assert.is_string(data.message_id)
+      assert.is_true(took < 0.5, took .. " s")
+      local fallback
+      for _, e in ipairs(events) do
+        if e.event == "store_fallback" then fallback = e end
+      end
+      assert.is_table(fallback)
+      assert.are.equal("no answer within 0.1 s (store.timeout)", fallback.error)
+      client:close()
     end)
   end)
 

@@ -149,7 +149,13 @@ function Plain:command(...)
     if not conn then return nil, err, "io" end
   end
   local res, err, how = conn:command(...)
-  if res == nil and how ~= "redis" then self.conn = nil end
+  if res == nil and how ~= "redis" then
+    self.conn = nil
+    -- hiredis says EAGAIN's words when its timeout ran out
+    if err == "Resource temporarily unavailable" then
+      err = format("no answer within %g s (store.timeout)", self.cfg.timeout)
+    end
+  end
   return res, err, how
 end
 
