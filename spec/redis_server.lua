@@ -14,11 +14,15 @@ local function sh(cmd)
   return out
 end
 
--- Whether cmd exits with 0 (os.execute answers differently on 5.1 and 5.2+).
-local function succeeds(cmd)
-  local a, _, code = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (code == nil or code == 0)
+-- Whether process pid runs: a zombie has stopped (the daemon's parent is
+-- whoever reaps orphans here, maybe late).
+local function running(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("*a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
 end
 
 -- A port from /dev/urandom: the specs seed math.random for their own use.
@@ -93,7 +97,7 @@ function M.stop(s)
   if pid then
     os.execute("kill " .. pid .. " 2>/dev/null")
     for _ = 1, 200 do
-      if not succeeds("kill -0 " .. pid .. " 2>/dev/null") then break end
+      if not running(pid) then break end
       core.sleep(0.01)
     end
   end
