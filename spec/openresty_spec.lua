@@ -208,6 +208,41 @@ describe("OpenResty #openresty", function()
       c:close()
       assert.are.equal(string.format("%d", 120 + st.rate_limited), seq)
     end)
+
+    it("go on with their shared dicts while Redis is down, and back to Redis when it is up", function()
+      local function send_through_both(n, tag)
+        for i = 1, 2 do
+          local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
+            .. "-d '{\"ticket_id\":\"%s\",\"text\":\"%s\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
+            fake.TICKET, tag .. i, hosts[i].url, n))
+          local sent = 0
+          for line in out:gmatch("[^\n]+") do
+            assert.matches("^om_", cjson.decode(line).message_id)
+            sent = sent + 1
+          end
+          assert.are.equal(n, sent)
+        end
+      end
+      send_through_both(4, "before")
+      redis_server.stop(redis)
+      send_through_both(10, "down")
+      redis_server.start({ port = redis.port, dir = redis.dir, password = redis.password })
+      sh("sleep 1.1") -- past the workers' pause before they try Redis again
+      send_through_both(10, "after")
+      -- each call's message delivered once (the calls of a batch carry one text)
+      local delivered = fake.delivered(fake.TICKET)
+      assert.are.same({ before1 = 4, before2 = 4, down1 = 10, down2 = 10, after1 = 10, after2 = 10 },
+                      delivered.counts)
+      -- the calls after are numbered in Redis again (it restarted empty)
+      local core = require "helpdesk.core"
+      local c = assert(core.redis_connect("127.0.0.1", redis.port, 1))
+      assert(c:command("AUTH", "redis-pass-1"))
+      assert(c:command("SELECT", "3"))
+      local seq
+      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
+      c:close()
+      assert.are.equal("20", seq)
+    end)
   end)
 
   describe("set-up and phases", function()
