@@ -35,6 +35,7 @@ local function reset()
     texts = { received = {}, delivered = {} }, -- text -> requests that carried it / deliveries
     requests = {},
     faults = {},
+    listing = nil,      -- a hostile listing (/_fake/listing), nil for the honest one
     seq = 0,
   }
 end
@@ -125,7 +126,12 @@ end
 --   pass = true (after delay, the normal answer: a slow endpoint),
 --   from = a now() time: inactive before it (neither answers nor skips),
 --   until = a now() time: active only while now() < until, dropped after;
---   with until and no times, unlimited while active }
+--   with until and no times, unlimited while active,
+--   echo = "body" or a request header's name: the answer quotes what the
+--   client sent there, after body (so #body is where the quote starts) and
+--   before after, as a gateway's error page quoting the request does;
+--   decode64 = true quotes it base64-decoded; echo_header = a response
+--   header's name: the quote goes there instead of into the body }
 -- Drops the faults whose until has passed.
 local function drop_past_faults(t)
   local i = 1
@@ -155,15 +161,32 @@ local function take_fault(method, path)
   end
 end
 
-local function apply_fault(f)
+-- The text a fault with echo quotes: what the request carried there.
+local function echoed(f, body)
+  local src
+  if f.echo == "body" then
+    src = body or ""
+  else
+    src = ngx.req.get_headers(100)[f.echo] or ""
+    if type(src) == "table" then src = table.concat(src, ", ") end
+  end
+  if f.decode64 then src = ngx.decode_base64(src) or "" end
+  return (f.body or "") .. src .. (f.after or "")
+end
+
+local function apply_fault(f, request_body)
   if f.delay then ngx.sleep(f.delay) end
   if f.close then return ngx.exit(444) end
   ngx.status = f.status or 500
   for k, v in pairs(f.headers or {}) do ngx.header[k] = v end
-  if f.logid ~= false and not (f.headers or {})["X-Tt-Logid"] then
+  local body = f.body or ""
+  if f.echo then
+    local quote = echoed(f, request_body)
+    if f.echo_header then ngx.header[f.echo_header] = quote else body = quote end
+  end
+  if f.logid ~= false and not (f.headers or {})["X-Tt-Logid"] and f.echo_header ~= "X-Tt-Logid" then
     ngx.header["X-Tt-Logid"] = log_id()
   end
-  local body = f.body or ""
   if f.partial or f.body_delay then
     ngx.header["Content-Length"] = #body
     local half = math.floor(#body / 2)
@@ -448,6 +471,65 @@ hostile_page = function(mode, page, size)
   return send(200, nil, '{"code":0,"msg":"success","data":{"messages":[],"total":450}}')
 end
 
+-- An answer with data.messages a list even when empty: lua-cjson 2.1
+-- encodes an empty table as {}, Feishu sends [].
+local function send_page(messages, total)
+  if #messages == 0 then
+    local raw = cjson.encode({ code = 0, msg = "success", data = { messages = "\0EMPTY", total = total } })
+    return send(200, nil, (raw:gsub('"\\u0000EMPTY"', "[]")))
+  end
+  return ok({ messages = messages, total = total })
+end
+
+-- /_fake/listing: a server that does not page as the documents say, over
+-- the ticket's own messages (config.listing's modes make up their own).
+-- { mode =, total = a number to report instead, no_total = true (total left
+-- out) }; the modes, for page p of size n of the ticket's list:
+--   repeat      page 1, whatever p is
+--   overlap     each page starts half a page before the end of the one before
+--   back        page p - 1 (page 1 for p = 1)
+--   grow        n new messages every time (not stored), total one more than p * n
+--   object      page p with data.messages an object keyed by message id
+--   descending  the list newest first: an honest server of the other order
+M.LISTING_MODES = { ["repeat"] = true, overlap = true, back = true, grow = true, object = true,
+                    descending = true }
+
+local function slice(list, first, count)
+  local out = {}
+  for i = math.max(first, 1), math.min(first + count - 1, #list) do out[#out + 1] = list[i] end
+  return out
+end
+
+local function listing_page(t, page, size)
+  local h, list = state.listing, t.messages
+  local total, out = #list
+  if h.mode == "repeat" then
+    out = slice(list, 1, size)
+  elseif h.mode == "overlap" then
+    out = slice(list, (page - 1) * size - math.floor(size / 2) * (page - 1) + 1, size)
+  elseif h.mode == "back" then
+    out = slice(list, (math.max(page, 2) - 2) * size + 1, size)
+  elseif h.mode == "grow" then
+    out = {}
+    for _ = 1, size do
+      local n = state.seq + 1
+      out[#out + 1] = new_message("text", "grown " .. n, 1700000000000 + n)
+    end
+    total = page * size + 1
+  elseif h.mode == "descending" then
+    local rev = {}
+    for i = #list, 1, -1 do rev[#rev + 1] = list[i] end
+    out = slice(rev, (page - 1) * size + 1, size)
+  else -- object
+    out = {}
+    for _, m in ipairs(slice(list, (page - 1) * size + 1, size)) do out[m.id] = m end
+  end
+  if h.total ~= nil then total = h.total end
+  if h.no_total then total = nil end
+  if h.mode == "object" then return ok({ messages = out, total = total }) end
+  return send_page(out, total)
+end
+
 local function list_messages(ticket_id)
   local args = ngx.req.get_uri_args()
   local page, ok1 = int_arg(args.page, 1)
@@ -459,6 +541,7 @@ local function list_messages(ticket_id)
   local hostile = state.config.listing
   if hostile then return hostile_page(hostile, page, size) end
   local t = ticket(ticket_id)
+  if state.listing then return listing_page(t, page, size) end
   -- without filters, pages come straight from the list (fast enough for the bench)
   local matched = (t0 or t1) and {} or t.messages
   for _, m in ipairs((t0 or t1) and t.messages or {}) do
@@ -467,12 +550,7 @@ local function list_messages(ticket_id)
   end
   local out = {}
   for i = (page - 1) * size + 1, math.min(page * size, #matched) do out[#out + 1] = matched[i] end
-  if #out == 0 then
-    -- lua-cjson 2.1 encodes an empty table as {}; Feishu sends []
-    local raw = cjson.encode({ code = 0, msg = "success", data = { messages = "\0EMPTY", total = #matched } })
-    return send(200, nil, (raw:gsub('"\\u0000EMPTY"', "[]")))
-  end
-  return ok({ messages = out, total = #matched })
+  return send_page(out, #matched)
 end
 
 local function control_error(why)
@@ -558,9 +636,28 @@ local function control(path, body)
     end)
     if not started then return control_error("no timer: " .. tostring(err)) end
     return send(200, { ok = true, push = id })
+  elseif path == "/_fake/card_action" then
+    -- a button clicked, sent to req.url as Feishu sends it; answers what the
+    -- app answered (fake/feishu_push.lua)
+    if type(req.url) ~= "string" or type(req.action) ~= "table" then
+      return control_error("url must be a string and action a table")
+    end
+    if req.protocol ~= nil and req.protocol ~= "new" and req.protocol ~= "old" then
+      return control_error("protocol must be new or old")
+    end
+    return send(200, require("feishu_push").card_action(req))
   elseif path == "/_fake/pushes" then
     if #state.pushes == 0 then return send(200, nil, "[]") end
     return send(200, state.pushes)
+  elseif path == "/_fake/listing" then
+    if req.mode ~= nil and not M.LISTING_MODES[req.mode] then
+      return control_error("mode must be one of repeat, overlap, back, grow, object, descending (or none)")
+    end
+    if req.total ~= nil and not (finite(req.total) or type(req.total) == "string") then
+      return control_error("total must be a number (or a string, to report a malformed one)")
+    end
+    state.listing = req.mode and req or nil
+    return send(200, { ok = true, mode = req.mode })
   elseif path == "/_fake/texts" then
     return send(200, state.texts)
   elseif path == "/_fake/delivered" then
@@ -606,7 +703,7 @@ function M.handle()
   if not fault then rate_limit(method, path) end
   -- config.latency: every answer takes this long (seconds), without holding up the others
   if state.config.latency then ngx.sleep(state.config.latency) end
-  if fault then return apply_fault(fault) end
+  if fault then return apply_fault(fault, body) end
 
   local headers = ngx.req.get_headers(100)
   if path == "/open-apis/auth/v3/tenant_access_token/internal" and method == "POST" then

@@ -2,7 +2,9 @@
 -- encrypted (AES-256-CBC under SHA-256 of the encrypt key, a random IV,
 -- base64 of both) and signed (hex SHA-256 of timestamp, nonce, encrypt key
 -- and the raw body), by the openssl command line, apart from the library;
--- pushed again when the answer is not a 200 in time.
+-- pushed again when the answer is not a 200 in time. And a card action (a
+-- button clicked) sent as Feishu sends it, in the new protocol or the old
+-- (SHA-1 signed with the verification token), its answer read back.
 local cjson = require "cjson.safe"
 
 local M = {}
@@ -32,6 +34,10 @@ local function sha256_hex(s)
   return (openssl("openssl dgst -sha256 -r %s", s):match("^(%x+)"))
 end
 
+local function sha1_hex(s)
+  return (openssl("openssl dgst -sha1 -r %s", s):match("^(%x+)"))
+end
+
 -- {"encrypt": …} of plaintext under key.
 local function encrypt(key, plaintext)
   local iv = ""
@@ -59,6 +65,77 @@ local function post(url, headers, body, timeout)
   sock:close()
   if not status_line then return nil, err end
   return tonumber(status_line:match("^HTTP/1%.%d (%d%d%d)"))
+end
+
+-- One POST as HTTP/1.0 (the answer ends when the connection closes): the
+-- status and the body, or nil and why.
+local function exchange(url, headers, body, timeout)
+  local host, port, path = url:match("^http://([^:/]+):(%d+)(/.*)$")
+  if not host then return nil, "url must be http://host:port/path" end
+  local sock = ngx.socket.tcp()
+  sock:settimeout(timeout * 1000)
+  local ok, err = sock:connect(host, tonumber(port))
+  if not ok then return nil, err end
+  local lines = { "POST " .. path .. " HTTP/1.0", "Host: " .. host .. ":" .. port,
+                  "Content-Type: application/json; charset=utf-8", "Content-Length: " .. #body }
+  for k, v in pairs(headers) do lines[#lines + 1] = k .. ": " .. v end
+  ok, err = sock:send(table.concat(lines, "\r\n") .. "\r\n\r\n" .. body)
+  if not ok then sock:close(); return nil, err end
+  local line, length
+  line, err = sock:receive("*l")
+  local status = line and tonumber(line:match("^HTTP/1%.%d (%d%d%d)"))
+  while line and line ~= "" do
+    line, err = sock:receive("*l")
+    length = length or tonumber(line and line:lower():match("^content%-length:%s*(%d+)"))
+  end
+  -- the answer ends at its Content-Length, else when the connection closes
+  local answer = line and sock:receive(length or "*a")
+  sock:close()
+  if not (status and answer) then return nil, err or "no answer" end
+  return status, answer
+end
+
+local function random_hex(n)
+  local t = {}
+  for i = 1, n do t[i] = string.format("%x", math.random(0, 15)) end
+  return table.concat(t)
+end
+
+-- card_action: { url =, protocol = "new" | "old", action = { tag =, value =
+-- }, open_id =, open_message_id =, open_chat_id =, encrypt_key = (nil:
+-- plain), verification_token =, timeout = seconds (Feishu: 3) }. Returns {
+-- status =, body = } (the answer) or { error = }. The new protocol is a v2
+-- event (card.action.trigger) signed as events are; the old is the bare
+-- action, signed with SHA-1 over timestamp, nonce, verification token, body.
+function M.card_action(req)
+  local key, token = req.encrypt_key, req.verification_token
+  local plain
+  if req.protocol == "old" then
+    plain = cjson.encode({ open_id = req.open_id, user_id = "fake_user", open_message_id = req.open_message_id,
+                           open_chat_id = req.open_chat_id, tenant_key = "fake_tenant", token = "c-" .. random_hex(16),
+                           action = req.action })
+  else
+    plain = cjson.encode({
+      schema = "2.0",
+      header = { event_id = random_hex(32), token = token, create_time = tostring(ngx.time() * 1000),
+                 event_type = "card.action.trigger", tenant_key = "fake_tenant",
+                 app_id = req.app_id or "cli_fake_app" },
+      event = { operator = { open_id = req.open_id, user_id = "fake_user", tenant_key = "fake_tenant" },
+                token = "c-" .. random_hex(16), host = "im_message", action = req.action,
+                context = { open_message_id = req.open_message_id, open_chat_id = req.open_chat_id } },
+    })
+  end
+  local body = key and encrypt(key, plain) or plain
+  local ts, nonce = tostring(ngx.time()), tostring(math.random(1, 1e9))
+  local headers = { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = nonce }
+  if req.protocol == "old" then
+    if token then headers["X-Lark-Signature"] = sha1_hex(ts .. nonce .. token .. body) end
+  elseif key then
+    headers["X-Lark-Signature"] = sha256_hex(ts .. nonce .. key .. body)
+  end
+  local status, answer = exchange(req.url, headers, body, req.timeout or 3)
+  if not status then return { error = answer } end
+  return { status = status, body = answer }
 end
 
 -- push: { url =, event = the plaintext (JSON text), encrypt_key = (nil:

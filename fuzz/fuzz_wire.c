@@ -2,7 +2,7 @@
  * (src/wire.c): response-head field parsing, base64 both ways, the capped
  * buffer, the header checks and the UTF-8 check; and its cryptography
  * (src/crypto.c): AES-256-CBC decryption with its padding and length checks,
- * SHA-256 over parts, the constant-time comparison. Each result is checked
+ * SHA-256 and SHA-1 over parts, the constant-time comparison. Each result is checked
  * against a plain reference (for the cipher: OpenSSL's own padding mode). */
 #include <assert.h>
 #include <stdint.h>
@@ -237,8 +237,8 @@ static void check_decrypt(const uint8_t *data, size_t size) {
   free(ct);
 }
 
-/* SHA-256 over the input cut in up to three parts equals the one-shot
- * digest; hd_equal agrees with memcmp. */
+/* SHA-256 and SHA-1 over the input cut in up to three parts equal the
+ * one-shot digests; hd_equal agrees with memcmp. */
 static void check_sha256_equal(const uint8_t *data, size_t size) {
   unsigned char a[HD_SHA256_LEN], b[HD_SHA256_LEN];
   unsigned int blen = 0;
@@ -255,6 +255,10 @@ static void check_sha256_equal(const uint8_t *data, size_t size) {
   assert(hd_sha256(3, parts, lens, a) == 0);
   assert(EVP_Digest(data, size, b, &blen, EVP_sha256(), NULL) == 1 && blen == 32);
   assert(memcmp(a, b, 32) == 0);
+  /* SHA-1 (the old card-action signature) over the same three parts */
+  assert(hd_sha1(3, parts, lens, a) == 0);
+  assert(EVP_Digest(data, size, b, &blen, EVP_sha1(), NULL) == 1 && blen == HD_SHA1_LEN);
+  assert(memcmp(a, b, HD_SHA1_LEN) == 0);
   assert(hd_equal(data, data + half, half) == (memcmp(data, data + half, half) == 0));
   assert(hd_equal(data, data, size));
 }

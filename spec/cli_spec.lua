@@ -32,7 +32,8 @@ local function write(name, text)
 end
 
 -- Runs `helpdesk args…` with env (false removes a variable) and stdin text
--- (or stdin_closed); returns exit code, stdout, stderr.
+-- (or stdin_closed; stdout_closed and stderr_closed likewise); returns exit
+-- code, stdout, stderr.
 local function helpdesk(args, opts)
   opts = opts or {}
   local env = {}
@@ -47,12 +48,13 @@ local function helpdesk(args, opts)
   for _, a in ipairs(args) do parts[#parts + 1] = quote(a) end
   write(TMP .. ".in", opts.stdin or "")
   local stdin = opts.stdin_closed and " <&-" or " <" .. TMP .. ".in"
-  local cmd = table.concat(parts, " ") .. stdin .. " >" .. (opts.stdout or TMP .. ".out")
+  local stdout = opts.stdout_closed and " >&-" or " >" .. (opts.stdout or TMP .. ".out")
+  local cmd = table.concat(parts, " ") .. stdin .. stdout
   if opts.tty then
     -- stderr on a pseudo-terminal (script(1)); what it shows lands in .err
     cmd = "script -qec " .. quote(cmd .. "; echo $? >" .. TMP .. ".rc") .. " /dev/null >" .. TMP .. ".err"
   else
-    cmd = cmd .. " 2>" .. TMP .. ".err; echo $? >" .. TMP .. ".rc"
+    cmd = cmd .. (opts.stderr_closed and " 2>&-" or " 2>" .. TMP .. ".err") .. "; echo $? >" .. TMP .. ".rc"
   end
   write(TMP .. ".out", "")
   os.execute(cmd)
@@ -437,6 +439,30 @@ describe("the helpdesk command", function()
       assert.matches("^helpdesk: helpdesk output error: cannot write the output", err)
     end)
 
+    it("a server that repeats the same page is exit code 1 after one page, never endless output", function()
+      -- in this process, so that the output can be bounded: a command
+      -- without a stop would fill the disk, not end
+      fake.listing({ mode = "repeat", no_total = true })
+      local lines, said = 0, {}
+      local stdout = { write = function(self, s)
+        lines = lines + select(2, s:gsub("\n", ""))
+        if lines > 5000 then return nil, "spec: runaway output" end
+        return self
+      end, flush = function(self) return self end }
+      local stderr = { write = function(self, ...)
+        for i = 1, select("#", ...) do said[#said + 1] = select(i, ...) end
+        return self
+      end }
+      local rc = cli.main({ "messages", fake.TICKET, "--no-progress", "--base-url", fake.url, "--app-id", fake.APP_ID,
+                            "--app-secret", fake.APP_SECRET, "--helpdesk-id", fake.HELPDESK_ID,
+                            "--helpdesk-token", fake.HELPDESK_TOKEN }, { out = stdout, err = stderr })
+      local err = table.concat(said)
+      assert.are.equal(1, rc, err)
+      assert.are.equal(200, lines)
+      assert.matches("^helpdesk: helpdesk decode error %(HTTP 200%): page 2 repeats message", err)
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end)
+
     it("refuses a time it cannot read, and milliseconds, sending nothing", function()
       for _, t in ipairs({ "yesterday", "1700000000000", "2023-02-29", "2023-11-14T25:00Z", "-5" }) do
         local rc, _, err = helpdesk({ "messages", fake.TICKET, "--since", t })
@@ -502,6 +528,28 @@ describe("the helpdesk command", function()
       assert.are.equal(2, rc, err)
       assert.matches("larger than 1 MiB", err)
       assert.are.equal(0, #fake.requests_to(PATH))
+    end)
+
+    it("is a usage error when stdout is closed, before anything is sent", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3, start = 1700000000, step = 60 })
+      for _, args in ipairs({ { "messages", fake.TICKET }, { "send", fake.TICKET, "--text", "x" },
+                              { "bot", "oc_chat1", "--text", "x" } }) do
+        local rc, _, err = helpdesk(args, { stdout_closed = true })
+        assert.are.equal(2, rc, args[1] .. ": " .. err)
+        assert.matches("^helpdesk: stdout is closed[^\n]*\n$", err)
+      end
+      assert.are.equal(0, #fake.requests())
+    end)
+
+    it("goes on with stderr closed, writing nothing where its connections are", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3, start = 1700000000, step = 60 })
+      local rc, out = helpdesk({ "messages", fake.TICKET, "--verbose" }, { stderr_closed = true })
+      assert.are.equal(0, rc)
+      assert.are.equal(3, select(2, out:gsub("\n", "")))
+      fake.reset()
+      rc = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose" }, { stderr_closed = true })
+      assert.are.equal(0, rc)
+      assert.are.equal(1, #fake.requests_to(PATH))
     end)
 
     it("is a usage error for a --ca-file that is a directory or missing, for every command, nothing sent", function()

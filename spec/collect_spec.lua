@@ -82,7 +82,7 @@ describe("clients", function()
     local st = helpdesk.memory_store()
     local left, _, _, why = churn(function(i)
       if i % 2 == 0 then return fake.client({ store = st }) end
-      return fake.client({ app_id = false, app_secret = false, tenant_access_token = "t-fixed" })
+      return fake.client({ app_id = false, app_secret = false, tenant_access_token = "t-fixed-token" })
     end, function(c) c:list_ticket_messages(fake.TICKET) end)
     assert.are.equal(0, left, why)
   end)

@@ -178,6 +178,31 @@ describe("a call", function()
       end
     end)
 
+    it("lives with a store whose very methods cannot be looked up any more (a closed connection)", function()
+      local inner, broken, responses = helpdesk.memory_store(), false, 0
+      local st = setmetatable({}, { __index = function(_, name)
+        if broken then error("store connection closed") end
+        return function(_, ...) return inner[name](inner, ...) end
+      end })
+      local client = fake.client({ store = st, rate_limit = { ticket_message = { per_second = 50 } },
+                                   logger = function(e)
+        if e.event == "response" and e.url:find(PATH, 1, true) then
+          responses = responses + 1
+          if responses == 5 then broken = true end
+        end
+      end })
+      local items = {}
+      for i = 1, 12 do
+        items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "lookup " .. i } }
+      end
+      local results, err = no_raise(client.send_ticket_messages, client, items, { concurrency = 2 })
+      assert.is_nil(err and tostring(err))
+      assert.are.equal(12, #results)
+      assert.are.equal(0, results.failed)
+      assert.are.equal(12, #fake.requests_to(PATH))
+      assert(no_raise(client.send_ticket_message, client, fake.TICKET, TEXT))
+    end)
+
     for _, expire in ipairs({ "NaN", "Infinity", "-Infinity", "1e400", "-1", "0", "1e300", '"7200"' }) do
       it("is a decode error when the token answer's expire is " .. expire .. ", and the next call works", function()
         fake.fault({ path = TOKEN_PATH, status = 200,
@@ -309,6 +334,90 @@ describe("a call", function()
       assert.is_table(data)
     end)
 
+    it("by another client whose store is another view of the same place is refused at once, not a second fetch",
+       function()
+      -- two store objects over one backend, as one per client over a Redis
+      local backend = helpdesk.memory_store()
+      local function view()
+        local v = {}
+        for _, m in ipairs({ "get", "set", "add", "delete", "incr" }) do
+          v[m] = function(_, ...) return backend[m](backend, ...) end
+        end
+        return v
+      end
+      local b = fake.client({ store = view(), timeout = 2 })
+      local inner, inner_err
+      local a = fake.client({ store = view(), timeout = 2, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and inner == nil then
+          inner = false
+          inner, inner_err = b:send_ticket_message(fake.TICKET, TEXT)
+        end
+      end })
+      assert(no_raise(a.send_ticket_message, a, fake.TICKET, TEXT))
+      assert.is_nil(inner)
+      assert_error(inner_err)
+      assert.matches("under way", inner_err.msg)
+      assert.are.equal(1, #fake.requests_to(TOKEN_PATH))
+    end)
+
+    it("by a coroutine abandoned mid-fetch leaves no lock behind: the next call fetches at once", function()
+      local client, fetching
+      client = fake.client({ timeout = 5, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and not fetching then
+          fetching = true
+          coroutine.yield() -- and the scheduler never resumes it (a cancelled task)
+        end
+      end })
+      local co1 = coroutine.create(function() return client:send_ticket_message(fake.TICKET, TEXT) end)
+      assert(coroutine.resume(co1))
+      assert.is_true(fetching)
+      -- Lua 5.1 cannot yield across the pcall the logger runs in
+      if coroutine.status(co1) == "dead" then return end
+      -- closed where the Lua can (5.4), else dropped and collected
+      local close = coroutine.close
+      if close then assert(close(co1)) else co1 = nil end -- luacheck: ignore 311
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local t0 = core.monotime()
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      local waited = core.monotime() - t0
+      assert.is_nil(err and tostring(err))
+      assert.is_table(data)
+      assert.is_true(waited < 1, "the next call waited " .. waited .. " s")
+    end)
+
+    it("by a coroutine abandoned mid-fetch, with a store that cannot delete, ends by the call's timeout", function()
+      local inner = helpdesk.memory_store()
+      local deletes = 0
+      -- deletes nothing; after 50 tries it lets the lock go, so that a spin ends
+      local st = setmetatable({
+        delete = function() deletes = deletes + 1 end,
+        get = function(_, key)
+          if deletes > 50 and key:find(":lock$") then return nil end
+          return inner:get(key)
+        end,
+      }, { __index = function(_, name) return function(_, ...) return inner[name](inner, ...) end end })
+      local client, fetching
+      client = fake.client({ store = st, timeout = 0.3, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) and not fetching then
+          fetching = true
+          coroutine.yield()
+        end
+      end })
+      local co1 = coroutine.create(function() return client:send_ticket_message(fake.TICKET, TEXT) end)
+      assert(coroutine.resume(co1))
+      if coroutine.status(co1) == "dead" then return end -- Lua 5.1: no yield across pcall
+      local close = coroutine.close
+      if close then assert(close(co1)) else co1 = nil end -- luacheck: ignore 311
+      collectgarbage("collect")
+      collectgarbage("collect")
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err)
+      assert.is_false(err.sent)
+      assert.is_true(deletes <= 2, deletes .. " deletes of the lock")
+    end)
+
     it("closing the client from the logger ends the call with an error, not a raise", function()
       local client
       client = fake.client({ logger = function(e)
@@ -354,6 +463,37 @@ describe("a call", function()
       assert.are.equal(6, results.failed)
       assert.are.equal(0, #fake.requests_to(PATH))
     end)
+  end)
+end)
+
+describe("a POST answered 2xx in a shape that cannot be used", function()
+  before_each(function() fake.reset() end)
+
+  it("is an error that says the message may have been processed, single or in a batch", function()
+    for _, body in ipairs({ '{"code":0,"msg":"success","data":{}}', '{"code":0,"msg":"success"}',
+                            '<html>ok</html>', '{"code":0,"data":{"message_id":7}}' }) do
+      fake.reset()
+      fake.fault({ path = PATH, method = "POST", status = 200, body = body, times = 2 })
+      local client = fake.client()
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err, "decode")
+      assert.is_true(err.sent, body)
+      assert.matches("processed", err.msg)
+      local results = no_raise(client.send_ticket_messages, client, { { ticket_id = fake.TICKET, msg_type = "text",
+                                                                       content = { text = "batch" } } })
+      assert_error(results[1].err, "decode")
+      assert.is_true(results[1].err.sent, body)
+      -- sent once each: never again on its own
+      assert.are.equal(2, #fake.requests_to(PATH))
+    end
+    -- a refusal with code other than 0 is not processed, and says so
+    fake.reset()
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":154401,"msg":"ticket closed"}' })
+    local client = fake.client()
+    local _, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+    assert_error(err, "api")
+    assert.is_not_true(err.sent)
   end)
 end)
 

@@ -22,6 +22,24 @@ describe("helpdesk.core", function()
     end)
   end)
 
+  describe("random", function()
+    it("draws the bytes asked for, different each time, and refuses other lengths", function()
+      local seen = {}
+      for n = 1, 64 do
+        local r = core.random(n)
+        assert.are.equal(n, #r)
+        if n >= 8 then
+          assert.is_nil(seen[r], "drawn twice")
+          seen[r] = true
+        end
+      end
+      for _, bad in ipairs({ 0, -1, 65 }) do
+        assert.has_error(function() core.random(bad) end)
+      end
+      assert.has_error(function() core.random("x") end)
+    end)
+  end)
+
   describe("normalize", function()
     local cjson = require "cjson"
     local has_integers = math.type ~= nil
@@ -301,6 +319,18 @@ describe("helpdesk.core cryptography", function()
     assert.are.equal(openssl.sha256_hex(long), hex(core.sha256(long)))
     assert.has_error(function() core.sha256() end)
     assert.has_error(function() core.sha256("a", {}) end)
+  end)
+
+  it("sha1: the FIPS 180-2 vectors, over one string or several", function()
+    assert.are.equal("da39a3ee5e6b4b0d3255bfef95601890afd80709", hex(core.sha1("")))
+    assert.are.equal("a9993e364706816aba3e25717850c26c9cd0d89d", hex(core.sha1("abc")))
+    assert.are.equal("84983e441c3bd26ebaae4aa1f95129e5e54670f1",
+      hex(core.sha1("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq")))
+    assert.are.equal(hex(core.sha1("abc")), hex(core.sha1("a", "", "bc")))
+    local long = string.rep("\0\1\255x", 50000)
+    assert.are.equal(openssl.sha1_hex(long), hex(core.sha1(long)))
+    assert.has_error(function() core.sha1() end)
+    assert.has_error(function() core.sha1("a", {}) end)
   end)
 
   it("equal: equal strings only", function()

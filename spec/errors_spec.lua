@@ -128,6 +128,40 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show a token another client of the store fetched while a batch ran, quoted by a 500 page", function()
+    local clock = require "helpdesk.clock"
+    local st = helpdesk.memory_store()
+    local key = "helpdesk:token:" .. fake.url .. " " .. fake.APP_ID
+    local logged, fresh, armed = {}, nil, false
+    local sharer = fake.client({ store = st, rate_limit = false, logger = function(e)
+      if e.error then logged[#logged + 1] = e.error end
+      if e.event == "request" and e.url:find("/messages", 1, true) and armed and not fresh then
+        -- another worker sharing the store refreshed the token just now
+        local other = helpdesk.memory_store()
+        assert(fake.client({ store = other }):send_ticket_message(fake.TICKET, TEXT))
+        fresh = other:get(key):match("^%S+ %S+ (.+)$")
+        st:set(key, string.format("%.3f %.3f %s", clock.now() + 3000, clock.now() + 7000, fresh), 7000)
+        fake.fault({ path = PATH, method = "POST", status = 500, times = 10, skip = 1,
+                     body = "upstream failed: Authorization: Bearer " .. fresh })
+      end
+    end })
+    assert(sharer:send_ticket_message(fake.TICKET, TEXT))
+    armed = true
+    local items = {}
+    for i = 1, 4 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "b" .. i } } end
+    local results = assert(sharer:send_ticket_messages(items, { concurrency = 4 }))
+    assert.is_string(fresh)
+    local failed = 0
+    for i = 1, 4 do
+      if results[i].err then
+        failed = failed + 1
+        assert.is_nil(tostring(results[i].err):find(fresh, 1, true), tostring(results[i].err))
+      end
+    end
+    assert.is_true(failed > 0, "no item met the page")
+    for _, l in ipairs(logged) do assert.is_nil(l:find(fresh, 1, true), l) end
+  end)
+
   describe("of a page that quotes a secret", function()
     local TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
     -- distinctive secrets: none of their 4-byte pieces occurs in ordinary text

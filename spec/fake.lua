@@ -44,6 +44,10 @@ function M.subscriptions() return M.control("subscriptions") end
 -- timeout, ignore_first); pushes() lists each try.
 function M.push(t) return M.control("push", t) end
 function M.pushes() return M.control("pushes") end
+-- A card action (a button clicked) sent as Feishu sends it (t: url, protocol
+-- "new" | "old", action, open_id, open_message_id, encrypt_key,
+-- verification_token, timeout); returns { status =, body = } or { error = }.
+function M.card_action(t) return M.control("card_action", t) end
 
 -- The fake's clock: advance it by seconds (>= 0; nil only reads it). Returns
 -- { ok = true, offset = seconds ahead of the wall clock, now = the fake's time }.
@@ -57,6 +61,13 @@ function M.revoke_tokens() return M.control("revoke_tokens", {}) end
 -- fake took into the ticket through the API (record = false too).
 function M.delivered(ticket_id) return M.control("delivered", { ticket_id = ticket_id }) end
 function M.texts() return M.control("texts") end
+
+-- A listing of the ticket's own messages that does not page as documented
+-- (nil: the honest one again): { mode = "repeat" | "overlap" | "back" |
+-- "grow" | "object" | "descending", total = n (reported instead),
+-- no_total = true }. See fake/feishu_fake.lua for what each mode answers
+-- (config({ listing = mode }) has other modes, of messages it makes up).
+function M.listing(t) return M.control("listing", t or {}) end
 
 -- Requests the fake received on paths that start with prefix.
 function M.requests_to(prefix)

@@ -63,6 +63,26 @@ describe("message builders", function()
     assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk/v1/tickets/"))
   end)
 
+  it("send every number of a card as exactly as a double holds it", function()
+    -- lua-cjson writes 14 significant digits: 0.1 + 0.2 would go out as 0.3
+    local numbers = { 0.1 + 0.2, 1 / 3, math.pi, 2 ^ 53 - 1, 1700000000123456, -1e-300, 123456.789, 5e-324,
+                      1.7976931348623157e-300, 123456789.12345679, 0.1, 42 }
+    local card = { config = { wide_screen_mode = true }, numbers = numbers,
+                   elements = { { tag = "chart", data = { ratio = 2 / 3, label = "\0N1" } } } }
+    assert(client:bot_message({ receiver_id = "ou_7346484524", msg_type = "interactive", content = card }))
+    local got = sent_content(BOT_PATH)
+    for i, x in ipairs(numbers) do
+      assert.are.equal(x, got.numbers[i], "number " .. i .. " went out as " .. tostring(got.numbers[i]))
+    end
+    assert.are.equal(2 / 3, got.elements[1].data.ratio)
+    assert.are.equal("\0N1", got.elements[1].data.label)
+    -- the text is as short as exactness allows
+    local reqs = fake.requests_to(BOT_PATH)
+    local text = cjson.decode(reqs[#reqs].body).content
+    assert.truthy(text:find("0.30000000000000004", 1, true), text)
+    assert.truthy(text:find("[0.30000000000000004,", 1, true) and text:find(",0.1,42]", 1, true), text)
+  end)
+
   it("name the field at fault", function()
     local cases = {
       { "text", helpdesk.text("") }, { "text", helpdesk.text(5) }, { "image_key", helpdesk.image(nil) },

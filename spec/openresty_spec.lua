@@ -6,6 +6,8 @@ local cjson = require "cjson"
 local fake = require "fake"
 
 local ROOT = os.getenv("PWD")
+-- the example's event subscription settings (FEISHU_ENCRYPT_KEY, FEISHU_VERIFICATION_TOKEN)
+local EVENTS_KEY, EVENTS_TOKEN = "example-encrypt-KEY-7f3", "example-verification-TOKEN-9c1"
 local RUN = ROOT .. "/examples/openresty/run"
 -- many requests at once, without curl's progress meter (-s leaves it on)
 local PARALLEL = "curl -s --no-progress-meter --parallel"
@@ -26,8 +28,9 @@ end
 local function start(conf, extra_env)
   local dir = tmpdir()
   local env = string.format("FEISHU_BASE_URL=%s FEISHU_APP_ID=%s FEISHU_APP_SECRET=%s "
-    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s %s",
-    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN, extra_env or "")
+    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s FEISHU_ENCRYPT_KEY=%s FEISHU_VERIFICATION_TOKEN=%s %s",
+    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN,
+    extra_env or "")
   local out, ok = sh(env .. " " .. RUN .. " start " .. dir .. (conf and " " .. conf or ""))
   assert(ok, "nginx did not start: " .. out)
   return out:match("(http://[%d%.:]+)"), dir
@@ -42,6 +45,33 @@ local function curl(args)
   return out
 end
 
+-- A helpdesk.ticket_message.created_v1 as Feishu writes it (the plaintext).
+local function ticket_message_event(event_id, sender_type, token)
+  return cjson.encode({
+    schema = "2.0",
+    header = { event_id = event_id, token = token or EVENTS_TOKEN, create_time = "1608725989000",
+               event_type = "helpdesk.ticket_message.created_v1", app_id = fake.APP_ID, tenant_key = "t" },
+    event = { ticket = { ticket_id = fake.TICKET }, msg_type = "text", sender_type = sender_type or 2,
+              sender_id = { open_id = "ou_guest_1" }, event_id = "in-" .. event_id,
+              content = { content = "my printer is on fire", msg_type = "text" } },
+  })
+end
+
+-- Polls check() every 0.1 s for at most 5 s; then waits 0.3 s more, for
+-- anything that would come twice.
+local function wait_for(check)
+  for _ = 1, 50 do
+    if check() then break end
+    sh("sleep 0.1")
+  end
+  sh("sleep 0.3")
+end
+
+-- The reply bot's answer in a ticket holding n messages.
+local function bot_ack(n)
+  return ("Thanks, we got your message: this ticket now holds %d messages. An agent will answer soon."):format(n)
+end
+
 describe("OpenResty #openresty", function()
   local url, dir
   before_each(function() fake.reset() end)
@@ -49,7 +79,7 @@ describe("OpenResty #openresty", function()
   local function finish()
     -- nothing the library wrote to nginx's log may show a secret
     local log = sh("cat " .. dir .. "/logs/error.log")
-    for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN }) do
+    for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN }) do
       assert.is_nil(log:find(secret, 1, true))
     end
     stop(dir)
@@ -107,6 +137,94 @@ describe("OpenResty #openresty", function()
       -- earns dozens (39, with the shared dict taken out of the example).
       local limited = fake.state().rate_limited
       assert(limited <= 5, limited .. " answers were 429: the workers do not keep one budget")
+    end)
+
+    it("replies in the ticket to a message Feishu pushes, once, however often it pushes", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      -- encrypted and signed by the fake (the openssl command line); the
+      -- first answer counts as lost, so it pushes again 0.2 s later
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-1"),
+                         encrypt_key = EVENTS_KEY, delays = { 0.2, 0.2 }, timeout = 2, ignore_first = true }))
+      local tries
+      wait_for(function()
+        tries = fake.pushes()
+        return #tries >= 2 and (fake.texts().delivered[bot_ack(3)] or 0) > 0
+      end)
+      assert.are.equal(2, #tries)
+      assert.are.equal("ignored", tries[1].error)
+      assert.are.equal(200, tries[2].status)
+      -- the count came through the iterator: three messages before the reply
+      assert.are.equal(1, fake.texts().received[bot_ack(3)])
+      assert.are.equal(1, fake.texts().delivered[bot_ack(3)])
+      assert.are.equal(4, fake.state().ticket_messages[fake.TICKET])
+    end)
+
+    it("ignores its own replies, and pushes that fail a check", function()
+      -- the bot's reply comes back as an event (sender_type 1): not answered
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-own", 1),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      -- signed and encrypted under another key: refused (400), nothing run
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-other"),
+                         encrypt_key = "another-key", delays = {} }))
+      -- the right key, the wrong verification token: 401
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-bot-tok", 2, "nope"),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      local tries
+      wait_for(function()
+        tries = fake.pushes()
+        return #tries >= 3
+      end)
+      local statuses = {}
+      for _, t in ipairs(tries) do statuses[#statuses + 1] = t.status end
+      table.sort(statuses)
+      assert.are.same({ 200, 400, 401 }, statuses)
+      assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk"))
+    end)
+
+    it("sends the guest a card whose button click is answered with a toast, in either protocol", function()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      assert(fake.push({ url = url .. "/feishu/events", event = ticket_message_event("ev-card-1"),
+                         encrypt_key = EVENTS_KEY, delays = {} }))
+      wait_for(function() return #fake.bot_messages() > 0 end)
+      local bots = fake.bot_messages()
+      assert.are.equal(1, #bots)
+      assert.are.equal("interactive", bots[1].msg_type)
+      assert.are.same({ "ou_guest_1", "user" }, { bots[1].receiver_id, bots[1].receive_type })
+      local sent = cjson.decode(bots[1].content)
+      local button = sent.elements[2].actions[1]
+      assert.are.equal("button", button.tag)
+      -- the click, as Feishu sends it: the fake builds, encrypts and signs it
+      local function click(t)
+        t.url, t.open_id, t.open_message_id = url .. "/feishu/events", "ou_guest_1", bots[1].message_id
+        t.action = t.action or { tag = "button", value = button.value }
+        return fake.card_action(t)
+      end
+      local want_toast = { type = "success", content = "Ticket " .. fake.TICKET .. " is solved: thank you." }
+      -- new protocol: a v2 envelope, encrypted, SHA-256 signed
+      local answer = click({ protocol = "new", encrypt_key = EVENTS_KEY, verification_token = EVENTS_TOKEN })
+      assert.are.equal(200, answer.status, answer.body)
+      local reply = cjson.decode(answer.body)
+      assert.are.same(want_toast, reply.toast)
+      assert.are.equal("raw", reply.card.type)
+      assert.are.equal(1, #reply.card.data.elements) -- the button gone
+      -- old protocol: plain, then encrypted, SHA-1 signed with the verification token
+      for _, key in ipairs({ false, EVENTS_KEY }) do
+        answer = click({ protocol = "old", encrypt_key = key or nil, verification_token = EVENTS_TOKEN })
+        assert.are.equal(200, answer.status, answer.body)
+        reply = cjson.decode(answer.body)
+        assert.are.same(want_toast, reply.toast)
+        assert.are.equal(1, #reply.elements)
+      end
+      -- a button that is not the bot's
+      answer = click({ protocol = "new", encrypt_key = EVENTS_KEY, verification_token = EVENTS_TOKEN,
+                       action = { tag = "button", value = { action = "delete" } } })
+      assert.are.equal("error", cjson.decode(answer.body).toast.type)
+      -- signed with another token, or encrypted under another key: refused
+      assert.are.equal(401, click({ protocol = "old", verification_token = "forged" }).status)
+      assert.are.equal(400, click({ protocol = "new", encrypt_key = "another-key",
+                                    verification_token = EVENTS_TOKEN }).status)
+      -- a click sends nothing to Feishu
+      assert.are.equal(1, #fake.bot_messages())
     end)
 
     it("waits on Feishu in the thread pool: 40 handlers at once, the worker free, one token", function()
@@ -245,6 +363,91 @@ describe("OpenResty #openresty", function()
     end)
   end)
 
+  describe("one event pushed again and again to two workers", function()
+    after_each(finish)
+
+    -- The same push (encrypted, signed) sent n times, 8 at a time, each on
+    -- a connection of its own, so that both workers (reuseport) get some.
+    -- Returns the statuses answered and the set of workers that answered.
+    local function push_same(n)
+      local openssl = require "openssl"
+      local body = cjson.encode({ encrypt = openssl.encrypt(EVENTS_KEY, ticket_message_event("ev-twice-1")) })
+      local ts = tostring(os.time())
+      local file = os.tmpname()
+      local f = assert(io.open(file, "wb"))
+      f:write(body)
+      f:close()
+      local out = sh(string.format(PARALLEL .. " --parallel-max 8 --max-time 10 -o /dev/null "
+        .. "-w '%%{http_code} %%header{x-worker}\n' -H 'Connection: close' -H 'Content-Type: application/json' "
+        .. "-H 'X-Lark-Request-Timestamp: %s' -H 'X-Lark-Request-Nonce: n-9' -H 'X-Lark-Signature: %s' "
+        .. "--data-binary @%s '%s/feishu/events?n=[1-%d]'",
+        ts, openssl.signature(ts, "n-9", EVENTS_KEY, body), file, url, n))
+      os.remove(file)
+      local statuses, workers, count = {}, {}, 0
+      for status, worker in out:gmatch("(%d+) (%d+)") do
+        statuses[#statuses + 1] = tonumber(status)
+        if not workers[worker] then count = count + 1 end
+        workers[worker] = true
+      end
+      assert.are.equal(n, #statuses, out)
+      return statuses, count
+    end
+
+    -- the replies the bot sent to the ticket (it held 3 messages)
+    local function replies()
+      return fake.state().ticket_messages[fake.TICKET] - 3
+    end
+
+    it("is acted on once: the event ids live in the lua_shared_dict", function()
+      url, dir = start()
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      local statuses, workers = push_same(16)
+      for _, status in ipairs(statuses) do assert.are.equal(200, status) end
+      assert.is_true(workers >= 2, "one worker answered every push")
+      wait_for(function() return replies() > 0 end)
+      assert.are.equal(1, replies())
+      assert.are.equal(1, fake.texts().delivered[bot_ack(3)])
+      assert.is_nil(sh("cat " .. dir .. "/logs/error.log"):find("no lua_shared_dict", 1, true))
+    end)
+
+    it("would be acted on by each worker with a store of each worker's own (no shared dict)", function()
+      -- the example without its lua_shared_dict: each receiver keeps its own
+      -- table, the check above sees one reply per worker and fails
+      local conf = os.tmpname()
+      sh("sed '/lua_shared_dict helpdesk/d' " .. ROOT .. "/examples/openresty/nginx.conf > " .. conf)
+      url, dir = start(conf)
+      os.remove(conf)
+      fake.ticket({ ticket_id = fake.TICKET, messages = 3 })
+      local _, workers = push_same(16)
+      assert.is_true(workers >= 2, "one worker answered every push")
+      wait_for(function() return replies() >= workers end)
+      assert.are.equal(workers, replies())
+      -- and nginx's log said so
+      assert.matches("no lua_shared_dict 'helpdesk'", sh("cat " .. dir .. "/logs/error.log"), 1, true)
+    end)
+  end)
+
+  describe("two workers whose master made a call before forking", function()
+    after_each(function() if dir then finish() end end)
+
+    it("fetch one token between them: neither takes the other's lock for its own", function()
+      url, dir = start(ROOT .. "/spec/openresty/master_call.conf")
+      fake.fault({ path = "tenant_access_token", delay = 1.5, pass = true, times = 10 })
+      -- eight curls of their own, at once (one --parallel curl opens its
+      -- connections one after another: the first fetch is over by then)
+      local out = sh(string.format("for i in 1 2 3 4 5 6 7 8; do curl -s --max-time 10 '%s/send?ticket=%s' & done; "
+        .. "wait", url, fake.TICKET))
+      local workers, n = {}, 0
+      for pid, result in out:gmatch("(%d+) (%S+)") do
+        assert.are.equal("ok", result, out)
+        if not workers[pid] then n = n + 1 end
+        workers[pid] = true
+      end
+      assert.is_true(n >= 2, "one worker answered every call: " .. out)
+      assert.are.equal(1, #fake.requests_to("/open-apis/auth/"))
+    end)
+  end)
+
   describe("set-up and phases", function()
     setup(function() url, dir = start(ROOT .. "/spec/openresty/nginx.conf") end)
     teardown(finish)
@@ -350,6 +553,31 @@ describe("OpenResty #openresty", function()
       assert.are.equal("ignored", tries[1].error)
       assert.are.equal(200, tries[2].status)
       assert.are.equal(1, fake.texts().delivered[ack])
+    end)
+
+    it("answers a card action with its handler's reply, or {} when the handler is late", function()
+      local function click(value)
+        return fake.card_action({ url = url .. "/cards", protocol = "new",
+                                  verification_token = "nginx-verification-token",
+                                  action = { tag = "button", value = value } })
+      end
+      local answer = click({ slow = false })
+      assert.are.equal(200, answer.status)
+      assert.are.same({ toast = { type = "info", content = "in time" } }, cjson.decode(answer.body))
+      -- a handler held past card_timeout (0.3 s; Feishu waits 3 s): answered {}
+      answer = click({ slow = true })
+      assert.are.equal(200, answer.status)
+      assert.are.equal("{}", answer.body)
+      assert.are.equal("pending\n", curl(url .. "/cards-result"))
+      -- and left to finish once let go
+      assert.are.equal("released\n", curl(url .. "/cards-release"))
+      local result
+      for _ = 1, 30 do
+        result = curl(url .. "/cards-result")
+        if result ~= "pending\n" then break end
+        sh("sleep 0.1")
+      end
+      assert.are.equal("slow handler done\n", result)
     end)
 
     it("lets the collector take clients a handler dropped", function()

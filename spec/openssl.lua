@@ -40,6 +40,11 @@ function M.sha256_hex(s)
   return (run("sha256sum < %s", s):match("^(%x+)"))
 end
 
+-- Lower-case hex SHA-1 of s, by sha1sum.
+function M.sha1_hex(s)
+  return (run("sha1sum < %s", s):match("^(%x+)"))
+end
+
 local function unhex(h)
   return (h:gsub("%x%x", function(x) return string.char(tonumber(x, 16)) end))
 end
@@ -69,6 +74,12 @@ end
 -- encrypt key and the raw body.
 function M.signature(timestamp, nonce, encrypt_key, body)
   return M.sha256_hex(timestamp .. nonce .. encrypt_key .. body)
+end
+
+-- X-Lark-Signature of the old card-action protocol: hex SHA-1 of timestamp,
+-- nonce, the verification token and the raw body.
+function M.card_signature(timestamp, nonce, verification_token, body)
+  return M.sha1_hex(timestamp .. nonce .. verification_token .. body)
 end
 
 return M

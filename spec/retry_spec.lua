@@ -120,7 +120,7 @@ describe("retries", function()
     end)
 
     it("retry when the connection was never established", function()
-      local c = fake.client({ rate_limit = false, tenant_access_token = "t-x", app_id = false, app_secret = false,
+      local c = fake.client({ rate_limit = false, tenant_access_token = "t-xxxxxx", app_id = false, app_secret = false,
                               base_url = fake.dead_url })
       local _, err = c:send_ticket_message(fake.TICKET, TEXT)
       assert.are.equal("transport", err.kind)

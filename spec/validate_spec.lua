@@ -76,13 +76,20 @@ describe("validation", function()
       end
     end)
 
-    it("rejects numbers that would not reach Feishu exactly", function()
+    it("rejects whole floats beyond 2^53, which are not what was written; sends Lua integers exactly", function()
+      -- a 19-digit id read as a double (every number on 5.1 and LuaJIT)
       local _, err = client:send_ticket_message(fake.TICKET, { msg_type = "text",
-        content = { text = "x", extra = { id = 6948728206392295444 } } })
+        content = { text = "x", extra = { id = 6948728206392295444.0 } } })
       assert.are.equal("content", err.field)
       assert.matches("content.extra.id", err.msg, 1, true)
       assert(client:send_ticket_message(fake.TICKET, { msg_type = "text",
         content = { text = "x", n = 1617960686000 } }))
+      local big = tonumber("6948728206392295444")
+      if math.type and math.type(big) == "integer" then -- luacheck: ignore 143
+        assert(client:send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "x", id = big } }))
+        local reqs = fake.requests_to("/open-apis/helpdesk/v1/tickets/")
+        assert.matches('"id":6948728206392295444', require("cjson").decode(reqs[#reqs].body).content, 1, true)
+      end
     end)
 
     it("rejects a message that is not a table or has unknown fields", function()
@@ -353,6 +360,23 @@ describe("validation", function()
       assert_invalid("insecure", new({ insecure = "yes" }))
       assert_invalid("options", new({ app_secert = "typo" }))
       assert_invalid("options", function() return helpdesk.new("https://open.feishu.cn") end)
+    end)
+
+    it("refuses a secret too short to be kept out of messages, and a base URL holding a password", function()
+      -- Feishu's secrets are 32 characters and more: a short one is a typo,
+      -- and could not be redacted without hiding ordinary words
+      assert_invalid("app_secret", new({ app_secret = "abc" }))
+      assert_invalid("helpdesk_token", new({ helpdesk_token = "1234567" }))
+      assert_invalid("tenant_access_token", new({ app_id = false, app_secret = false, tenant_access_token = "t-x" }))
+      assert_invalid("proxy", new({ proxy = "http://user:pw@127.0.0.1:3128" }))
+      assert_invalid("base_url", new({ base_url = "https://user:s3cr3t-pass@open.feishu.cn" }))
+      local _, err = new({ base_url = "https://user:s3cr3t-pass@open.feishu.cn" })()
+      assert.is_nil(tostring(err):find("s3cr3t", 1, true))
+      assert_invalid("base_url", new({ base_url = "https://@open.feishu.cn" }))
+      -- eight bytes will do, and an @ after the host is not a password
+      assert.is_table(new({ app_secret = "12345678", helpdesk_token = "abcdefgh",
+                            proxy = "http://user:pw345678@127.0.0.1:3128" })())
+      assert.is_table(new({ base_url = "https://open.feishu.cn/x@y" })())
     end)
 
     it("never shows the secret of a rejected option", function()

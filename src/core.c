@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <curl/curl.h>
 #include <lauxlib.h>
@@ -601,17 +602,35 @@ static int core_base64_decode(lua_State *L) {
   return 1;
 }
 
+/* The strings at 1..top into parts and lens (1 to 16 of them); raises on
+ * another count or a non-string. Returns the count. */
+static size_t digest_parts(lua_State *L, const char **parts, size_t *lens) {
+  int n = lua_gettop(L), i;
+  luaL_argcheck(L, n >= 1 && n <= 16, n < 1 ? 1 : 17, "1 to 16 strings");
+  for (i = 0; i < n; i++) parts[i] = luaL_checklstring(L, i + 1, &lens[i]);
+  return (size_t)n;
+}
+
 /* core.sha256(s, ...) -> the SHA-256 of the concatenated strings, as 32
  * raw bytes (lower-case hex is the Lua side's business). Raises on a
  * non-string argument, or when libcrypto fails. */
 static int core_sha256(lua_State *L) {
-  int n = lua_gettop(L), i;
   const char *parts[16];
-  size_t lens[16];
+  size_t lens[16], n = digest_parts(L, parts, lens);
   unsigned char md[HD_SHA256_LEN];
-  luaL_argcheck(L, n >= 1 && n <= 16, n < 1 ? 1 : 17, "1 to 16 strings");
-  for (i = 0; i < n; i++) parts[i] = luaL_checklstring(L, i + 1, &lens[i]);
-  if (hd_sha256((size_t)n, parts, lens, md) != 0) return luaL_error(L, "sha256: libcrypto failed");
+  if (hd_sha256(n, parts, lens, md) != 0) return luaL_error(L, "sha256: libcrypto failed");
+  lua_pushlstring(L, (const char *)md, sizeof md);
+  return 1;
+}
+
+/* core.sha1(s, ...) -> the SHA-1 of the concatenated strings, as 20 raw
+ * bytes: the old card-action protocol's signature, nothing else. Raises as
+ * core.sha256 does. */
+static int core_sha1(lua_State *L) {
+  const char *parts[16];
+  size_t lens[16], n = digest_parts(L, parts, lens);
+  unsigned char md[HD_SHA1_LEN];
+  if (hd_sha1(n, parts, lens, md) != 0) return luaL_error(L, "sha1: libcrypto failed");
   lua_pushlstring(L, (const char *)md, sizeof md);
   return 1;
 }
@@ -656,6 +675,25 @@ static int core_equal(lua_State *L) {
   const char *a = luaL_checklstring(L, 1, &na);
   const char *b = luaL_checklstring(L, 2, &nb);
   lua_pushboolean(L, na == nb && hd_equal(a, b, na));
+  return 1;
+}
+
+/* core.random(n) -> n bytes (1 to 64) from libcrypto's generator: marks
+ * that another process, or another host, will not draw too. Raises when
+ * the generator fails. */
+static int core_random(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  unsigned char buf[64];
+  luaL_argcheck(L, n >= 1 && n <= (lua_Integer)sizeof buf, 1, "1 to 64 bytes");
+  if (hd_random(buf, (size_t)n) != 0) return luaL_error(L, "random: libcrypto failed");
+  lua_pushlstring(L, (const char *)buf, (size_t)n);
+  return 1;
+}
+
+/* core.pid() -> the process id: a mark drawn in one process (nginx's
+ * master) is known for another's after a fork */
+static int core_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)getpid());
   return 1;
 }
 
@@ -770,8 +808,11 @@ static const luaL_Reg core_functions[] = {
     {"base64", core_base64},
     {"base64_decode", core_base64_decode},
     {"sha256", core_sha256},
+    {"sha1", core_sha1},
     {"aes256cbc_decrypt", core_aes256cbc_decrypt},
     {"equal", core_equal},
+    {"random", core_random},
+    {"pid", core_pid},
     {"monotime", core_monotime},
     {"normalize", core_normalize},
     {"utf8_valid", core_utf8_valid},

@@ -4,18 +4,30 @@
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/rand.h>
 
-int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]) {
+/* The digest md over the concatenation of the n parts p[i][0..len[i]) into
+ * out[want]: 0, or -1 when libcrypto fails or the digest is not want bytes. */
+static int digest(const EVP_MD *md, size_t n, const char *const *p, const size_t *len, unsigned char *out,
+                  unsigned int want) {
   EVP_MD_CTX *ctx = EVP_MD_CTX_new();
   unsigned int out_len = 0;
   int ok;
   size_t i;
   if (ctx == NULL) return -1;
-  ok = EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+  ok = EVP_DigestInit_ex(ctx, md, NULL) == 1;
   for (i = 0; ok && i < n; i++) ok = EVP_DigestUpdate(ctx, p[i], len[i]) == 1;
-  ok = ok && EVP_DigestFinal_ex(ctx, out, &out_len) == 1 && out_len == HD_SHA256_LEN;
+  ok = ok && EVP_MD_size(md) == (int)want && EVP_DigestFinal_ex(ctx, out, &out_len) == 1 && out_len == want;
   EVP_MD_CTX_free(ctx);
   return ok ? 0 : -1;
+}
+
+int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]) {
+  return digest(EVP_sha256(), n, p, len, out, HD_SHA256_LEN);
+}
+
+int hd_sha1(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA1_LEN]) {
+  return digest(EVP_sha1(), n, p, len, out, HD_SHA1_LEN);
 }
 
 /* The padding check: every byte of the last block is looked at, and the
@@ -66,3 +78,8 @@ const char *hd_decrypt_strerror(int rc) {
 }
 
 int hd_equal(const void *a, const void *b, size_t n) { return n == 0 || CRYPTO_memcmp(a, b, n) == 0; }
+
+int hd_random(unsigned char *out, size_t n) {
+  if (n > INT_MAX) return -1;
+  return RAND_bytes(out, (int)n) == 1 ? 0 : -1;
+}

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #define HD_SHA256_LEN 32
+#define HD_SHA1_LEN 20
 #define HD_AES_KEY_LEN 32
 #define HD_AES_BLOCK 16
 
@@ -22,6 +23,10 @@ enum {
  * out[32]. Returns 0, or -1 when libcrypto fails (out of memory). */
 int hd_sha256(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA256_LEN]);
 
+/* SHA-1 likewise, into out[20]: the old card-action protocol's signature
+ * (X-Lark-Signature over timestamp, nonce, verification token and body). */
+int hd_sha1(size_t n, const char *const *p, const size_t *len, unsigned char out[HD_SHA1_LEN]);
+
 /* AES-256-CBC decryption of in[0..n) with key[32] and iv[16] into out (room
  * for n + 16 bytes, as EVP_DecryptUpdate's contract asks, though n are
  * written), then the PKCS#7 padding (1..16 bytes each equal to its
@@ -33,6 +38,10 @@ int hd_aes256cbc_decrypt(const unsigned char *key, const unsigned char *iv, cons
 
 /* A sentence for a result of hd_aes256cbc_decrypt. */
 const char *hd_decrypt_strerror(int rc);
+
+/* n bytes from libcrypto's generator into out. Returns 0, or -1 when it
+ * fails (not seeded). */
+int hd_random(unsigned char *out, size_t n);
 
 /* 1 if a[0..n) equals b[0..n), in a time that depends on n only. */
 int hd_equal(const void *a, const void *b, size_t n);

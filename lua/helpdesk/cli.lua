@@ -46,9 +46,10 @@ Connection:
                               with other hosts, redis://[:password@]host[:port][/db]
   --verbose                   log each request, answer and retry to stderr
 Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
-written); 2 bad usage or input, nothing sent; 3 the message may have been
-sent (do not resend blindly); 4 a passing failure (rate limit, network,
-server error), nothing processed: try later; 70 a bug in helpdesk.
+written); 2 bad usage or input (or a closed stdout), nothing sent; 3 the
+message may have been sent (do not resend blindly); 4 a passing failure
+(rate limit, network, server error), nothing processed: try later; 70 a
+bug in helpdesk.
 ]==]
 
 local HELP = {
@@ -317,50 +318,13 @@ function M.exit_code(err, method)
   return M.FAILED
 end
 
--- A number as JSON text that reads back as the same number: lua-cjson
--- writes 14 significant digits, which alters created_at in microseconds.
-local function exact_number(x)
-  if x % 1 == 0 and x > -2 ^ 63 and x < 2 ^ 63 then return format("%d", x) end
-  for digits = 14, 17 do
-    local t = format("%." .. digits .. "g", x)
-    if tonumber(t) == x then return t end
-  end
-end
-
--- A copy of v whose numbers that lua-cjson would alter are placeholders
--- (and strings that begin with NUL, which could pass for one); the JSON
--- text of each by its placeholder in exact.
-local function mark_numbers(v, exact)
-  if type(v) == "number" then
-    if v ~= v or v == math.huge or v == -math.huge then
-      error(errors.new("decode", { msg = "a listed message holds a number JSON cannot carry (NaN or infinite)" }), 0)
-    end
-    -- large integers always: lua-cjson would write 1.7e+15 for 1700000000000000
-    if not (v % 1 == 0 and (v >= 1e14 or v <= -1e14)) and tonumber(format("%.14g", v)) == v then return v end
-    exact[#exact + 1] = exact_number(v)
-    return "\0N" .. #exact
-  end
-  if type(v) == "string" and v:find("\0", 1, true) then
-    -- a string that could hold a placeholder's text stands in for itself
-    exact[#exact + 1] = assert(json.encode(v))
-    return "\0N" .. #exact
-  end
-  if type(v) ~= "table" then return v end
-  local out = {}
-  for k, x in pairs(v) do out[k] = mark_numbers(x, exact) end
-  return out
-end
-
 -- One JSON line of a listed message, its numbers as Feishu sent them (as
 -- exactly as a double holds them). Raises a decode error for a number JSON
 -- cannot carry.
 local function json_line(msg)
-  local exact = {}
-  local text = assert(json.encode(mark_numbers(msg, exact)))
-  if #exact > 0 then
-    -- only values: a placeholder is a whole string followed by , } or ]
-    -- (keys, followed by :, are left as they are)
-    text = text:gsub('"\\u0000N(%d+)"([,}%]])', function(i, after) return exact[tonumber(i)] .. after end)
+  local text, err = json.encode_exact(msg)
+  if not text then
+    error(errors.new("decode", { msg = "a listed message " .. tostring(err) }), 0)
   end
   return text .. "\n"
 end
@@ -636,6 +600,13 @@ local function run(args, out)
   return fail(out, err, METHOD[cmd])
 end
 
+-- Whether f's descriptor is closed (EBADF; a pipe answers ESPIPE).
+local EBADF = 9
+local function closed(f)
+  local pos, _, errno = f:seek("cur")
+  return pos == nil and errno == EBADF
+end
+
 --- Runs a command line.
 -- @tab args as the global `arg`: `args[1]` is the command
 -- @tab[opt] io_ `{ out =, err =, stdin = }` (default `io.stdout`,
@@ -645,6 +616,12 @@ function M.main(args, io_)
   io_ = io_ or {}
   local out = { out = io_.out or io.stdout, err = io_.err or io.stderr, stdin = io_.stdin or io.stdin,
                 now = io_.now }
+  -- A closed stdout's descriptor would go to the first socket opened
+  -- (libcurl's), and the output into it: nothing is done.
+  if not io_.out and closed(io.stdout) then
+    out.err:write("helpdesk: stdout is closed; nothing was sent\n")
+    return M.USAGE
+  end
   -- a bug must not exit 1, which scripts read as "Feishu refused"
   local ok, code = xpcall(function() return run(args, out) end, debug.traceback)
   if ok then return code end

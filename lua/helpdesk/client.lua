@@ -122,7 +122,8 @@ local function fetch_token(c, attempt)
     return nil, M.token_error(err)
   end
   local tok, expire = obj.tenant_access_token, obj.expire
-  if type(tok) ~= "string" or tok == "" or tok:find("[\r\n%z]") then
+  -- a token too short to redact is none Feishu gives
+  if type(tok) ~= "string" or #tok < validate.MIN_SECRET or tok:find("[\r\n%z]") then
     return nil, M.token_error(errors.new("decode", { status = err.status, log_id = err.log_id,
                                                      msg = "token answer lacks tenant_access_token" }))
   end
@@ -286,10 +287,21 @@ end
 local function mark_maybe_delivered(method, err)
   -- transport says so itself; a failed token fetch says nothing was sent
   if method ~= "POST" or err.kind == "transport" or err.token then return end
-  if (err.kind == "http" or err.kind == "api") and err.status and err.status >= 500 then
+  local status = err.status
+  -- a 5xx, or a 2xx whose body cannot be read (a gateway's page, say)
+  if status and ((status >= 500 and (err.kind == "http" or err.kind == "api"))
+                 or (status >= 200 and status < 300 and err.kind == "decode")) then
     err.sent = true
     err.msg = err.msg .. " (the request was sent: it may have been processed)"
   end
+end
+
+-- The error of a POST that Feishu answered with code 0 (it processed the
+-- message) in a shape that cannot be used: never one that looks unsent.
+local function processed_but(msg, meta)
+  local err = M.decode_error(msg .. " (Feishu answered code 0: the message was processed)", meta)
+  err.sent = true
+  return err
 end
 
 local DATA_OPTIONAL = { events = true }
@@ -365,6 +377,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   if type(obj.data) ~= "table" then
     -- an answer that only says "done" may leave data out
     if DATA_OPTIONAL[endpoint] and obj.data == nil then return {}, meta end
+    if method == "POST" then return nil, processed_but("answer lacks data", meta) end
     return nil, M.decode_error("answer lacks data", meta)
   end
   return obj.data, meta
@@ -377,7 +390,7 @@ end
 local function message_result(data, meta)
   if not data then return nil, meta end
   if type(data.message_id) ~= "string" then
-    return nil, M.decode_error("answer lacks data.message_id", meta)
+    return nil, processed_but("answer lacks data.message_id", meta)
   end
   return data
 end
@@ -432,7 +445,7 @@ end
 local function batch_result(c, r)
   if r.obj then
     local data, meta = r.obj.data, r.meta
-    if type(data) ~= "table" then return { err = M.decode_error("answer lacks data", meta) } end
+    if type(data) ~= "table" then return { err = processed_but("answer lacks data", meta) } end
     local ok, err = message_result(data, meta)
     if ok then return { data = ok } end
     return { err = err }
@@ -699,7 +712,8 @@ end
 -- `query.page_size` says otherwise. It raises the error object when a page
 -- fails (or the input is invalid), so a loop never ends as if complete.
 -- It stops by itself on a server that misbehaves, with a `decode` error: a
--- page that repeats messages of the page before it, pages that run out
+-- page that repeats messages of the page before it, or the first or last
+-- message of any page before (a list shifted back under it), pages that run out
 -- before the first page's `total`, or, with no `total` at all, pages that go
 -- on past 100,000 messages (`MAX_UNTOLD` of this module). It never yields more than the first page's
 -- `total` (what was there when the listing began; messages that arrive
@@ -724,6 +738,10 @@ function Client:ticket_messages(ticket_id, query, opts)
   local buffer, i, seen, done, total, cap = {}, 0, 0, false, nil, nil
   local last_ids = {} -- the ids of the page before
   local pages_seen = {} -- each page's first and last id and size: a page that comes round again
+  -- each page's first and last id, and its page: a page shifted back past
+  -- the page before (a list newest first that new messages push down) holds
+  -- one of them, the pages before being each a run of the same list
+  local edges = {}
   local pending -- an error to raise once the page in hand is yielded
   local raised -- once it has raised, it raises the same again: never a quiet end
   local function fail(msg, meta)
@@ -758,7 +776,7 @@ function Client:ticket_messages(ticket_id, query, opts)
     cap = cap or page.total
     -- a page that gives back what the page before gave: the server is
     -- going round, and would for ever
-    local ids = {}
+    local ids, back = {}, nil
     for k = 1, n do
       local mid = id_of(page.messages[k])
       if mid then
@@ -769,16 +787,24 @@ function Client:ticket_messages(ticket_id, query, opts)
           fail(format("page %d repeats message %s of the page before: the listing would not end", q.page, mid),
                meta)
         end
+        back = back or (edges[mid] and mid)
         ids[mid] = true
       end
     end
     last_ids = ids
     if n > 0 then
-      local sig = tostring(id_of(page.messages[1])) .. " " .. tostring(id_of(page.messages[n])) .. " " .. n
+      local first, last = id_of(page.messages[1]), id_of(page.messages[n])
+      local sig = tostring(first) .. " " .. tostring(last) .. " " .. n
       if pages_seen[sig] then
         fail(format("page %d repeats page %d: the listing would not end", q.page, pages_seen[sig]), meta)
       end
+      if back then
+        fail(format("page %d repeats message %s of page %d: the listing would not end", q.page, back, edges[back]),
+             meta)
+      end
       pages_seen[sig] = q.page
+      if first then edges[first] = q.page end
+      if last then edges[last] = q.page end
     end
     if cap and seen + n > cap then n = cap - seen end -- never past the first total
     if cap and n == 0 and seen < cap then

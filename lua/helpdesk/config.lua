@@ -42,9 +42,12 @@ function M.from_env()
   return opts
 end
 
+-- The secrets among the credentials, which must be long enough to redact.
+local SECRETS = { app_secret = true, tenant_access_token = true, helpdesk_token = true }
+
 local function check_secret(out, opts, k)
   if opts[k] == nil then return true end
-  local v, err = validate.secret(k, opts[k])
+  local v, err = validate.secret(k, opts[k], SECRETS[k] and validate.MIN_SECRET)
   if not v then return nil, err end
   out[k] = v
   return true
@@ -144,6 +147,11 @@ function M.check(opts)
     if not v then return nil, perr end
     if not v:match("^%a[%w+.-]*://[^%s]+$") then
       return nil, errors.invalid("proxy", "must be a URL such as http://host:3128")
+    end
+    local password = v:match("^%a[%w+.-]*://[^:@/]*:([^@/]*)@")
+    if password and password ~= "" and #password < validate.MIN_SECRET then
+      return nil, errors.invalid("proxy", "has a password shorter than " .. validate.MIN_SECRET
+        .. " bytes, which could not be kept out of messages")
     end
     out.proxy = v
   end

@@ -29,7 +29,8 @@ local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall =
   tonumber, setmetatable, getmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
 local tointeger = math.tointeger or function(x) return x end
-local sha256, equal, base64_decode, aes_decrypt = core.sha256, core.equal, core.base64_decode, core.aes256cbc_decrypt
+local sha256, sha1, equal, base64_decode, aes_decrypt = core.sha256, core.sha1, core.equal, core.base64_decode,
+  core.aes256cbc_decrypt
 local invalid = errors.invalid
 
 local M = {
@@ -39,7 +40,16 @@ local M = {
   MAX_SKEW = 300,
   --- The default `remember`: 7.2 hours (26,000 s), past Feishu's last re-push (6 h).
   REMEMBER = 26000,
+  --- The default `card_timeout`: 2.5 seconds, inside Feishu's 3 s for a card action's answer.
+  CARD_TIMEOUT = 2.5,
+  --- The event type of a card action of the new protocol (a v2 envelope).
+  CARD_ACTION = "card.action.trigger",
+  --- The event type given to a card action of the old protocol (no envelope, SHA-1 signed).
+  CARD_ACTION_V1 = "card.action.trigger_v1",
 }
+local CARD_ACTION, CARD_ACTION_V1 = M.CARD_ACTION, M.CARD_ACTION_V1
+-- the card actions: answered with the handler's reply, never de-duplicated
+local CARD = { [CARD_ACTION] = true, [CARD_ACTION_V1] = true }
 
 -- The receivers' secrets, out of reach of anyone who prints a receiver.
 local private = setmetatable({}, { __mode = "k" })
@@ -50,14 +60,17 @@ Receiver.__tostring = function() return "helpdesk.events.receiver" end
 M.Receiver = Receiver
 
 local OPTIONS = { verification_token = true, encrypt_key = true, max_skew = true, max_body_size = true,
-                  store = true, shared_dict = true, remember = true }
+                  store = true, shared_dict = true, remember = true, card_timeout = true }
 
 --- A new receiver.
 -- @tparam table opts `verification_token` and `encrypt_key` (the app's
 -- "Encrypt Key" and "Verification Token" of its event subscription; at
 -- least one of them), `max_skew` (seconds that `X-Lark-Request-Timestamp`
 -- may be away from this host's clock, default 300; `false` turns the check
--- off), `max_body_size` (bytes, default 1 MiB). An unknown option is an error.
+-- off), `max_body_size` (bytes, default 1 MiB), `store`, `shared_dict` and
+-- `remember` (where and how long event ids are kept), `card_timeout` (seconds
+-- @{nginx_handler} waits for a card action's handler, default 2.5). An
+-- unknown option is an error.
 -- @treturn[1] helpdesk.events.Receiver the receiver
 -- @return[2] nil
 -- @treturn[2] helpdesk.errors.Error an `invalid` error naming the option (never its value)
@@ -88,6 +101,10 @@ function M.new(opts)
   if not p.max_body then return nil, err end
   p.remember, err = validate.integer("remember", opts.remember or M.REMEMBER, 1, 30 * 86400)
   if not p.remember then return nil, err end
+  p.card_timeout = validate.seconds("card_timeout", opts.card_timeout or M.CARD_TIMEOUT)
+  if not p.card_timeout or p.card_timeout > 3 then
+    return nil, invalid("card_timeout", "must be a number of seconds from 0.01 to 3 (Feishu waits 3 s)")
+  end
   -- where the ids of the events already handled live: shared by the
   -- receivers given the same store, and inside nginx by every worker
   if opts.store ~= nil then
@@ -99,6 +116,17 @@ function M.new(opts)
     p.store = store.shared(name)
     if not p.store and opts.shared_dict ~= nil then
       return nil, invalid("shared_dict", "'" .. name .. "' is not a lua_shared_dict of this nginx")
+    end
+  end
+  if not p.store and openresty.in_nginx() and opts.shared_dict == nil then
+    -- each worker would catch only the re-pushes that reach it
+    local ngx = rawget(_G, "ngx")
+    local workers = ngx.worker and ngx.worker.count and ngx.worker.count() or 1
+    if workers > 1 then
+      -- an error, not a warning: nginx logs no warnings by default
+      ngx.log(ngx.ERR, "helpdesk.events: no lua_shared_dict 'helpdesk': each of the ", workers,
+        " workers keeps its own event ids, so a re-pushed event may be handled once per worker; ",
+        "add `lua_shared_dict helpdesk 1m;` to the http block, or pass shared_dict = false")
     end
   end
   p.store = p.store or store.table(clock.now)
@@ -198,6 +226,10 @@ end
 
 local TICKET_MESSAGE = "helpdesk.ticket_message.created_v1"
 
+local function body_of(ev)
+  return type(ev) == "table" and type(ev.event) == "table" and ev.event or nil
+end
+
 -- Evens out where Feishu is inconsistent (the README lists it).
 local function tolerate(ev)
   local e = ev.event
@@ -235,6 +267,30 @@ local function check_signature(p, h, body)
     return nil, invalid("signature", "does not match the body (X-Lark-Signature)")
   end
   return true
+end
+
+-- The old card-action protocol signs with SHA-1 over the timestamp, the
+-- nonce, the verification token and the raw body (the official SDKs'
+-- card handlers), whether or not the body is encrypted.
+local function check_card_signature(p, h, body)
+  if not p.verification_token then
+    return nil, invalid("signature", "of an old-protocol card action is made with the verification_token, "
+      .. "which this receiver has not")
+  end
+  if not (h.signature and h.timestamp and h.nonce) then
+    return nil, invalid("signature", "is missing: a card action needs X-Lark-Signature, "
+      .. "X-Lark-Request-Timestamp and X-Lark-Request-Nonce")
+  end
+  local want = hex(sha1(h.timestamp, h.nonce, p.verification_token, body))
+  if not equal(want, h.signature:lower()) then
+    return nil, invalid("signature", "does not match the body (X-Lark-Signature of an old-protocol card action)")
+  end
+  return true
+end
+
+-- A card action of the old protocol: no envelope, no type, an action.
+local function is_old_card(payload)
+  return payload.schema == nil and payload.type == nil and type(payload.action) == "table"
 end
 
 local function check_timestamp(p, h)
@@ -296,6 +352,11 @@ end
 -- `app_id`, `tenant_key`, `event` (the event's body as Lua tables, ids strings,
 -- integers integers), and for a ticket message `helpdesk_event_id` (the inner
 -- `event.event_id`, which `answer_user_query` takes). The token is not kept.
+-- A card action of the new protocol is such an event, of type
+-- `card.action.trigger`; one of the old protocol (no envelope, signed with
+-- SHA-1 over timestamp, nonce, verification token and body) has `schema`
+-- `"card"`, `event_type` `card.action.trigger_v1`, no `event_id`, and the
+-- body as `event`. @{card_action} reads both.
 -- @return[3] nil
 -- @treturn[3] helpdesk.errors.Error `invalid`, `field` one of `body`,
 -- `headers`, `encrypt`, `signature`, `timestamp`, `token`; its message never
@@ -324,6 +385,15 @@ function Receiver:decode(headers, body)
     if type(payload.challenge) ~= "string" then return nil, invalid("body", "url_verification needs a challenge") end
     return { challenge = payload.challenge }
   end
+  if is_old_card(payload) then
+    ok, err = check_card_signature(p, h, body)
+    if not ok then return nil, err end
+    ok, err = check_timestamp(p, h)
+    if not ok then return nil, err end
+    -- its token is the card's update token (c-…), not the verification token
+    return { schema = "card", event_type = CARD_ACTION_V1, app_id = payload.app_id, tenant_key = payload.tenant_key,
+             event = payload }
+  end
   if p.encrypt_key then
     ok, err = check_signature(p, h, body)
     if not ok then return nil, err end
@@ -343,7 +413,9 @@ end
 -- of its own), run by @{Receiver:handle} once per event.
 -- @string event_type such as `"helpdesk.ticket_message.created_v1"`
 -- @tparam function handler `function(event)`: raising, or returning `nil`
--- and an error, says it failed
+-- and an error, says it failed. A card action's handler (`card.action.trigger`,
+-- `card.action.trigger_v1`) returns the answer: a @{card_reply}, a table
+-- sent as JSON as it is, or nothing (`{}`)
 -- @treturn[1] Receiver the receiver
 -- @return[2] nil
 -- @treturn[2] helpdesk.errors.Error `invalid`
@@ -367,6 +439,84 @@ end
 local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 
 local claim -- below: handle but for running the handler
+local card_in_nginx -- below: a card action's handler run in nginx, with its time limit
+
+local CardReply = { __name = "helpdesk.events.card_reply" }
+CardReply.__index = CardReply
+
+local TOAST_TYPES = { info = true, success = true, error = true, warning = true }
+
+local function toast_of(t)
+  if type(t) ~= "table" then
+    return nil, invalid("toast", "must be a table: { type = \"success\", content = \"…\" }")
+  end
+  local ok, err = validate.known_keys("toast", t, { type = true, content = true, i18n = true })
+  if not ok then return nil, err end
+  if not TOAST_TYPES[t.type] then return nil, invalid("toast", "type must be info, success, error or warning") end
+  if t.content == nil and t.i18n == nil then return nil, invalid("toast", "needs content (or i18n)") end
+  if t.content ~= nil then
+    if type(t.content) ~= "string" or t.content == "" then
+      return nil, invalid("toast", "content must be a non-empty string")
+    end
+    ok, err = validate.utf8("toast", t.content)
+    if not ok then return nil, err end
+  end
+  if t.i18n ~= nil then
+    if type(t.i18n) ~= "table" or next(t.i18n) == nil then
+      return nil, invalid("toast", "i18n must be a table of language = text, such as { en_us = \"Done\" }")
+    end
+    for lang, text in pairs(t.i18n) do
+      if type(lang) ~= "string" or type(text) ~= "string" or text == "" then
+        return nil, invalid("toast", "i18n must map language names to non-empty strings")
+      end
+      ok, err = validate.utf8("toast", text)
+      if not ok then return nil, err end
+    end
+  end
+  return { type = t.type, content = t.content, i18n = t.i18n }
+end
+
+local function template_of(t)
+  if type(t) ~= "table" then
+    return nil, invalid("template", "must be a table: { id = \"AAq…\", variables = { … } }")
+  end
+  local ok, err = validate.known_keys("template", t, { id = true, variables = true, version = true })
+  if not ok then return nil, err end
+  if type(t.id) ~= "string" or t.id == "" then return nil, invalid("template", "id must be a non-empty string") end
+  if t.version ~= nil and (type(t.version) ~= "string" or t.version == "") then
+    return nil, invalid("template", "version must be a non-empty string")
+  end
+  if t.variables ~= nil then
+    if type(t.variables) ~= "table" then return nil, invalid("template", "variables must be a table") end
+    ok, err = validate.content_table(t.variables, "template")
+    if not ok then return nil, err end
+  end
+  return { template_id = t.id, template_variable = t.variables, template_version_name = t.version }
+end
+
+-- The status and JSON body answering a card action whose handler returned
+-- reply (a card_reply, a table as it is, or nothing).
+local function card_answer(ev, reply)
+  if reply == nil or reply == true then return 200, "{}" end
+  local t = reply
+  if getmetatable(reply) == CardReply then
+    if ev.event_type ~= CARD_ACTION_V1 then
+      t = { toast = reply.toast, card = reply.card }
+    elseif reply.card and reply.card.type == "template" then
+      return 500, answer("a card template cannot answer an old-protocol card action")
+    else
+      t = {}
+      for k, v in pairs(reply.card and reply.card.data or {}) do t[k] = v end
+      t.toast = reply.toast
+    end
+  elseif type(reply) ~= "table" then
+    return 500, answer("the card action's handler returned neither a card reply nor a table")
+  end
+  local text, err = json.encode(t)
+  if not text then return 500, answer("the card reply is not JSON: " .. tostring(err)) end
+  return 200, text
+end
+
 
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
@@ -376,9 +526,12 @@ local claim -- below: handle but for running the handler
 -- that succeeds never runs again for that event. Never raises.
 -- @tparam table headers the request headers (any case)
 -- @string body the raw request body
+-- A card action is never de-duplicated (Feishu does not push one again)
+-- and is answered with what its handler returns (see @{card_reply}).
 -- @treturn int the status to answer: 200, 400 (a malformed request), 401
 -- (a wrong token or signature, a stale timestamp) or 500 (the handler failed)
--- @treturn string the JSON body to answer: the challenge, `{}`, or `{"msg":…}`
+-- @treturn string the JSON body to answer: the challenge, `{}`, a card
+-- action's reply, or `{"msg":…}`
 -- @return the event (its `duplicate` is `true` when it was handled before),
 -- the challenge table, or the error (an `invalid` error, or what the handler
 -- raised or returned)
@@ -387,9 +540,14 @@ function Receiver:handle(headers, body)
   if handler then
     local ran, r1, r2 = pcall(handler, ev)
     if not ran or (r1 == nil and r2 ~= nil) then
-      local p = private[self]
-      pcall(p.store.delete, p.store, key)
+      if key then
+        local p = private[self]
+        pcall(p.store.delete, p.store, key)
+      end
       return 500, answer("the handler failed"), ran and r2 or r1
+    end
+    if CARD[ev.event_type] then
+      status, answer_body = card_answer(ev, r1)
     end
   end
   return status, answer_body, ev
@@ -402,6 +560,7 @@ claim = function(self, headers, body)
   local ev, err = self:decode(headers, body)
   if not ev then return UNAUTHORIZED[err.field] and 401 or 400, answer(err.msg), err end
   if ev.challenge then return 200, json.encode({ challenge = ev.challenge }), ev end
+  if CARD[ev.event_type] then return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"] end
   local p = private[self]
   local key = "helpdesk:event:" .. tostring(ev.app_id) .. ":" .. ev.event_id
   -- a store that fails: the event is handled (twice, maybe) rather than lost
@@ -428,8 +587,103 @@ local function request_body(ngx)
   return body, err
 end
 
+--- Answering card actions
+-- @section cards
+
+--- A card action's answer, for its handler to return: a toast the user
+-- sees, an updated card, or both. Feishu takes it as the HTTP answer to the
+-- action, within 3 s.
+-- @tparam table opts `toast = { type = "info" | "success" | "error" |
+-- "warning", content = "…" }` (or `i18n = { zh_cn = "…", en_us = "…" }` in
+-- place of or besides `content`); `card`, the whole updated card as a table
+-- (its JSON), or `template = { id =, variables =, version = }`, a card
+-- template of the card builder; at least one of them
+-- @treturn[1] table the reply. To the new protocol it goes as
+-- `{"toast":{…},"card":{"type":"raw","data":…}}` (`"template"` and
+-- `{template_id, template_variable, template_version_name}` for a template);
+-- to the old, as the card's JSON itself with the toast beside its fields
+-- (a template there is an error: the old protocol has none)
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid`, naming `reply`, `toast`, `card` or `template`
+function M.card_reply(opts)
+  if type(opts) ~= "table" then return nil, invalid("reply", "must be a table: { toast = …, card = … }") end
+  local ok, err = validate.known_keys("reply", opts, { toast = true, card = true, template = true })
+  if not ok then return nil, err end
+  if opts.toast == nil and opts.card == nil and opts.template == nil then
+    return nil, invalid("reply", "needs a toast, a card or a template")
+  end
+  if opts.card ~= nil and opts.template ~= nil then return nil, invalid("card", "and template exclude each other") end
+  local r = {}
+  if opts.toast ~= nil then
+    r.toast, err = toast_of(opts.toast)
+    if not r.toast then return nil, err end
+  end
+  if opts.card ~= nil then
+    if type(opts.card) ~= "table" or next(opts.card) == nil then
+      return nil, invalid("card", "must be the updated card, a table")
+    end
+    ok, err = validate.content_table(opts.card, "card")
+    if not ok then return nil, err end
+    r.card = { type = "raw", data = opts.card }
+  elseif opts.template ~= nil then
+    local data
+    data, err = template_of(opts.template)
+    if not data then return nil, err end
+    r.card = { type = "template", data = data }
+  end
+  return setmetatable(r, CardReply)
+end
+
+--- Reads a card action of either protocol.
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn table|nil `{ protocol = "new" | "old", value =, tag =, name =,
+-- form_value =, option =, open_id =, user_id =, union_id =, open_message_id
+-- =, open_chat_id =, token = }` (the `action` fields, the operator, the
+-- message, the card's update token: what Feishu gave), nil for other events
+function M.card_action(ev)
+  local e = body_of(ev)
+  if not e or not CARD[ev.event_type] then return nil end
+  local action = type(e.action) == "table" and e.action or {}
+  local a = { value = action.value, tag = action.tag, name = action.name, form_value = action.form_value,
+              option = action.option, token = e.token }
+  if ev.event_type == CARD_ACTION then
+    local op = type(e.operator) == "table" and e.operator or {}
+    local ctx = type(e.context) == "table" and e.context or {}
+    a.protocol, a.open_id, a.user_id, a.union_id = "new", op.open_id, op.user_id, op.union_id
+    a.open_message_id, a.open_chat_id = ctx.open_message_id, ctx.open_chat_id
+  else
+    a.protocol, a.open_id, a.user_id = "old", e.open_id, e.user_id
+    a.open_message_id, a.open_chat_id = e.open_message_id, e.open_chat_id
+  end
+  return a
+end
+
 --- Serving in nginx
 -- @section nginx
+
+local TIMED_OUT = {}
+
+-- Runs a card action's handler in a light thread of the request, waiting
+-- for it at most timeout seconds: the status and body to answer, and true
+-- when the handler is still running (answered {}: Feishu waits 3 s only).
+card_in_nginx = function(ngx, timeout, handler, ev)
+  local worker = ngx.thread.spawn(function() return pcall(handler, ev) end)
+  local sleeper = ngx.thread.spawn(function()
+    ngx.sleep(timeout)
+    return TIMED_OUT
+  end)
+  local ok, ran, r1, r2 = ngx.thread.wait(worker, sleeper)
+  if ran == TIMED_OUT then
+    ngx.log(ngx.ERR, "helpdesk: the handler of a card action took over ", timeout, " s: answered {}")
+    return 200, "{}", true
+  end
+  ngx.thread.kill(sleeper)
+  if not ok or not ran or (r1 == nil and r2 ~= nil) then
+    ngx.log(ngx.ERR, "helpdesk: the handler of a card action failed: ", tostring(ran and r2 or r1))
+    return 500, answer("the handler failed")
+  end
+  return card_answer(ev, r1)
+end
 
 --- Serves Feishu's push in nginx: `content_by_lua_block {
 -- helpdesk.events.nginx_handler(receiver) }`. It answers at once, as
@@ -437,14 +691,17 @@ end
 -- (in a timer, where it may call a client: the thread pool and the shared
 -- budget work there), so a slow handler never makes Feishu push again. A
 -- handler that fails is logged at `ngx.ERR`; Feishu, answered 200, does not
--- push the event again (at most once). Never raises.
+-- push the event again (at most once). A card action's handler runs before
+-- the answer, which is its reply (see @{card_reply}): when it has not
+-- returned within the receiver's `card_timeout` (default 2.5 s), `{}` is
+-- answered and the handler left to finish. Never raises.
 -- @tparam Receiver receiver
 -- @treturn int the status answered
 function M.nginx_handler(receiver)
   local ngx = rawget(_G, "ngx")
   if type(ngx) ~= "table" or type(ngx.req) ~= "table" then return nil, invalid("nginx", "is not serving a request") end
   local body, berr = request_body(ngx)
-  local status, answer_body, ev, handler
+  local status, answer_body, ev, handler, late
   if not body then
     status, answer_body = 400, answer("the request body could not be read: " .. tostring(berr))
   elseif getmetatable(receiver) ~= Receiver then
@@ -452,9 +709,22 @@ function M.nginx_handler(receiver)
   else
     status, answer_body, ev, handler = claim(receiver, ngx.req.get_headers(100), body)
   end
+  if handler and CARD[ev.event_type] then
+    local ok, s1, b1, l1 = pcall(card_in_nginx, ngx, private[receiver].card_timeout, handler, ev)
+    if ok then
+      status, answer_body, late = s1, b1, l1
+    else -- light threads not to be had here (not a content handler)
+      ngx.log(ngx.ERR, "helpdesk: the handler of a card action could not run: ", tostring(s1))
+      status, answer_body = 500, answer("the handler could not run")
+    end
+    handler = nil
+  end
   ngx.status = status
   ngx.header["Content-Type"] = "application/json; charset=utf-8"
+  ngx.header["Content-Length"] = #answer_body
   ngx.print(answer_body)
+  -- the handler still runs: the answer goes now, not when it ends
+  if late then ngx.eof() end
   if handler then
     local ok, terr = ngx.timer.at(0, function(premature)
       if premature then return end
@@ -473,10 +743,6 @@ end
 -- @section readers
 
 local SENDER_TYPES = { [1] = "bot", [2] = "guest", [3] = "agent" }
-
-local function body_of(ev)
-  return type(ev) == "table" and type(ev.event) == "table" and ev.event or nil
-end
 
 --- The ticket id of a helpdesk event (`event.ticket.ticket_id` of a ticket
 -- message, `event.ticket_id` of a created ticket, `event.object.ticket_id`

@@ -59,23 +59,22 @@ end
 -- must not (Lua 5.1 and LuaJIT have no ephemerons).
 function M.guarded(st)
   local ref = setmetatable({ st }, { __mode = "v" })
+  -- the lookup too: a store whose __index raises (a closed connection)
+  local function method(s, name, ...) return s[name](s, ...) end
   local function call(name, ...)
     local s = ref[1]
     if s == nil then return nil end -- gone with its client
-    local ok, a = pcall(s[name], s, ...)
-    if ok then return a end
+    local ok, a, b = pcall(method, s, name, ...)
+    if ok then return a, b end
     return nil
   end
   return {
-    -- the store itself: what the clients sharing it have in common
-    inner = function() return ref[1] end,
     get = function(_, key) return (call("get", key)) end,
-    set = function(_, key, value, ttl) return call("set", key, value, ttl) or false end,
+    set = function(_, key, value, ttl) return (call("set", key, value, ttl)) or false end,
     add = function(_, key, value, ttl)
-      local s = ref[1]
-      if s == nil then return false, "failed" end
-      local ok, a, why = pcall(s.add, s, key, value, ttl)
-      if not ok then return false, "failed" end
+      if ref[1] == nil then return false, "failed" end
+      local a, why = call("add", key, value, ttl)
+      if a == nil and why == nil then return false, "failed" end -- it raised
       return a and true or false, why
     end,
     delete = function(_, key) call("delete", key) end,

@@ -1,9 +1,10 @@
 -- The tenant access token of one client: a fixed token used as given, or
 -- one fetched with app_id + app_secret, cached and refreshed before expiry.
 local errors = require "helpdesk.errors"
+local core = require "helpdesk.core"
 
 local setmetatable, type, tonumber, tostring, pcall = setmetatable, type, tonumber, tostring, pcall
-local min, max, format, running = math.min, math.max, string.format, coroutine.running
+local min, max, format, running, costatus = math.min, math.max, string.format, coroutine.running, coroutine.status
 
 local M = {}
 
@@ -28,23 +29,48 @@ local BACKOFF_FIRST, BACKOFF_MAX = 5, 60
 -- transfers in flight for a fetch.
 local PEEK_SAFETY = 30
 
--- The fetches under way in this Lua state, by store and key: the coroutine
--- that holds the lock. Waiting on it from the same coroutine (a logger
--- calling back in) or with a sleep that blocks the whole state would never
--- end. Weak both ways: an abandoned coroutine (a cancelled task) goes with
--- what it holds, and so does a store nobody uses.
-local fetching = setmetatable({}, { __mode = "k" })
-local function fetches_of(store)
-  -- a store given by the caller, under its guard
-  store = store.inner and store.inner() or store
-  local f = fetching[store]
-  if not f then
-    f = setmetatable({}, { __mode = "v" })
-    fetching[store] = f
-  end
-  return f
-end
+-- The fetches under way in this Lua state, by the value of the lock each
+-- holds: the coroutine that holds it. Waiting on it from the same coroutine
+-- (a logger calling back in) or with a sleep that blocks the whole state
+-- would never end. Weak values: an abandoned coroutine (a cancelled task)
+-- goes with what it holds, and its lock is then known for one nobody will
+-- let go. By the lock's value, not the store: two store objects over one
+-- place (two clients' views of one Redis) hold one lock.
+local live = setmetatable({}, { __mode = "v" })
 local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+
+-- The mark of this process and Lua state, which the value of every lock it
+-- takes begins with; drawn anew in a new process (nginx's workers fork from
+-- a master that may have drawn it).
+local own_mark, own_pid, serial = nil, nil, 0
+local function mark()
+  local pid = core.pid()
+  if pid ~= own_pid then
+    own_mark = (core.random(12):gsub(".", function(ch) return format("%02x", ch:byte()) end)) .. "-" .. pid .. "."
+    own_pid = pid
+  end
+  return own_mark
+end
+
+-- A lock value of this state's, never given before.
+local function lock_value()
+  serial = serial + 1
+  return mark() .. serial
+end
+
+-- Who holds the lock whose value is v: the coroutine of this state; false
+-- when v is this state's but its fetch is over with no one left to let it
+-- go (its coroutine collected, or, out of nginx, whose coroutine.status
+-- knows only the request's own, dead); nil when v is not this state's.
+local function holder_of(v)
+  if type(v) ~= "string" then return nil end
+  local m = mark()
+  if v:sub(1, #m) ~= m then return nil end
+  local co = live[v]
+  if co == nil then return false end
+  if co ~= MAIN and not rawget(_G, "ngx") and costatus(co) == "dead" then return false end
+  return co
+end
 
 local Token = {}
 Token.__index = Token
@@ -57,7 +83,7 @@ Token.__index = Token
 -- store (Redis) before reading it again, which saves a round trip a call.
 function M.new(opts)
   return setmetatable({ fixed = opts.fixed, fetch = opts.fetch, now = opts.now, sleep = opts.sleep,
-                        yields = opts.yields, store = opts.store, key = opts.key,
+                        yields = opts.yields, store = opts.store, key = opts.key, recent = {},
                         memo = opts.memo, memo_now = opts.memo_now,
                         lock = opts.key and opts.key .. ":lock", retry_key = opts.key and opts.key .. ":retry" },
                       Token)
@@ -123,16 +149,30 @@ end
 
 -- Runs the fetch with the lock held and lets it go whatever happens: a fetch
 -- that raised (a store that failed, say) must not hold it for its lifetime.
-function Token:locked_refresh(arg, old, co)
-  local f = fetches_of(self.store)
-  f[self.key] = co
+function Token:locked_refresh(arg, old, co, value)
+  live[value] = co
   local ok, tok, err = pcall(self.refresh, self, arg, old)
-  f[self.key] = nil
+  -- the lock first: while it is held, the entry says by whom
   pcall(self.store.delete, self.store, self.lock)
+  live[value] = nil
   if not ok then
     return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
   end
   return tok, err
+end
+
+-- The tokens this client used last: an answer to a request made with one
+-- (a batch's, in flight when another took its place) may quote it.
+local RECENT = 4
+
+-- Notes tok as used (a secret errors must not show), and returns it.
+function Token:used(tok)
+  local recent = self.recent
+  if recent[1] ~= tok then
+    for i = min(#recent, RECENT - 1), 1, -1 do recent[i + 1] = recent[i] end
+    recent[1] = tok
+  end
+  return tok
 end
 
 -- Returns the token to use now, or nil and an error. arg goes to fetch, and
@@ -145,46 +185,50 @@ function Token:get(arg)
   local timeout = max(arg and arg.timeout or 30, 0)
   local limit = timeout + 1
   local co = running() or MAIN
+  local value = lock_value()
+  local let_go
   while true do
     local now = self.now()
     local c = self:cached()
     if c and now < c.refresh_at then
-      self.token = c.token
-      return c.token
+      return self:used(c.token)
     end
     -- in the refresh window after a failed refresh: not again before its time
     if c and now < c.expires_at then
       local at = self:next_try()
       if at and now < at then
-        self.token = c.token
-        return c.token
+        return self:used(c.token)
       end
     end
     -- one fetch at a time, across every worker that shares the store; a
     -- store that cannot take the lock at all (full, failing) lets it go ahead
-    local locked, why = self.store:add(self.lock, 1, limit)
+    local locked, why = self.store:add(self.lock, value, limit)
     if locked or (why ~= nil and why ~= "exists") then
-      local tok, err = self:locked_refresh(arg, c, co)
-      self.token = tok or self.token
+      local tok, err = self:locked_refresh(arg, c, co, value)
+      if tok then self:used(tok) end
       return tok, err
     end
     -- someone else is fetching: an old token that still works is good enough
     if c and now < c.expires_at then
-      self.token = c.token
-      return c.token
+      return self:used(c.token)
     end
-    local holder = fetches_of(self.store)[self.key]
-    if holder and (holder == co or not self.yields()) then
+    local holder = holder_of(self.store:get(self.lock))
+    if holder == false and not let_go then
+      let_go = true -- once: a store that fails to delete must not spin here
+      -- a fetch of this state abandoned mid-way: nobody else will let its
+      -- lock go, so this call does, and takes it on the next turn
+      self.store:delete(self.lock)
+    elseif holder and (holder == co or not self.yields()) then
       return nil, token_error("the tenant token is being fetched by a call under way in this Lua state "
         .. "(one whose logger calls back in, or a coroutine it let run), which cannot go on while this one "
         .. "waits; nothing was sent")
-    end
-    if waited >= timeout then
+    elseif waited >= timeout then
       return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
+    else
+      self.sleep(pause)
+      waited = waited + pause
+      pause = min(pause * 2, 0.05)
     end
-    self.sleep(pause)
-    waited = waited + pause
-    pause = min(pause * 2, 0.05)
   end
 end
 
@@ -193,7 +237,7 @@ end
 function Token:peek()
   if self.fixed then return self.fixed end
   local c, now = self:cached(), self.now()
-  if c and (now < c.refresh_at or now < c.expires_at - PEEK_SAFETY) then return c.token end
+  if c and (now < c.refresh_at or now < c.expires_at - PEEK_SAFETY) then return self:used(c.token) end
 end
 
 -- Forgets token if it is the cached one (not a newer one fetched since).
@@ -210,7 +254,7 @@ function Token:secrets()
   -- a list without holes: the caller appends to it and walks it with #
   local out = {}
   if self.fixed then out[#out + 1] = self.fixed end
-  if self.token then out[#out + 1] = self.token end
+  for i = 1, #self.recent do out[#out + 1] = self.recent[i] end
   return out
 end
 

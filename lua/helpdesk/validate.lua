@@ -8,6 +8,9 @@ local type, pairs, next, tostring, floor = type, pairs, next, tostring, math.flo
 local getmetatable, huge = getmetatable, math.huge
 local utf8_valid = core.utf8_valid
 local tointeger = math.tointeger or function(x) return x end
+local mathtype = math.type
+-- Whether x is a Lua integer (5.3 and later), not a float
+local function is_integer(x) return mathtype ~= nil and mathtype(x) == "integer" end
 local invalid = errors.invalid
 
 local M = {}
@@ -111,8 +114,10 @@ local function walk(t, depth, seen)
       size = size + #v + 2
     elseif tv == "number" then
       if v ~= v or v == huge or v == -huge then return nil, step(k), " is not a finite number" end
-      if v % 1 == 0 and (v >= 1e14 or v <= -1e14) then
-        return nil, step(k), " is a number JSON cannot carry exactly (lua-cjson writes 14 digits): "
+      -- a whole float this large is not what was written, more than likely
+      -- (a 19-digit id read as a double); a Lua integer goes out exactly
+      if v % 1 == 0 and (v >= MAX_EXACT or v <= -MAX_EXACT) and not is_integer(v) then
+        return nil, step(k), " is a whole number beyond 2^53, which a double does not hold exactly: "
           .. "pass it as a string"
       end
       size = size + 1
@@ -159,7 +164,8 @@ function M.content(v)
   if type(v) == "table" then
     local ok, err = M.content_table(v, "content")
     if not ok then return nil, err end
-    local text, eerr = json.encode(v)
+    -- every number as exactly as it was given (lua-cjson writes 14 digits)
+    local text, eerr = json.encode_exact(v)
     if not text then return nil, invalid("content", "cannot be encoded as JSON: " .. tostring(eerr)) end
     return text
   elseif type(v) == "string" then
@@ -243,9 +249,19 @@ function M.seconds(field, v)
 end
 
 -- A credential or other header-bound string.
-function M.secret(field, v)
+-- Feishu's secrets are 32 characters and more; a shorter one is a typo,
+-- and one this short could not be redacted from a message without hiding
+-- ordinary words in it too.
+M.MIN_SECRET = 8
+
+-- A string for a header or a credential; min: the fewest bytes it may have.
+function M.secret(field, v, min)
   if type(v) ~= "string" or v == "" then return nil, invalid(field, "must be a non-empty string") end
   if v:find("[\r\n%z]") then return nil, invalid(field, "must not contain CR, LF or NUL") end
+  if min and #v < min then
+    return nil, invalid(field, "is shorter than " .. min .. " bytes: not a secret Feishu issues "
+      .. "(and one that short could not be kept out of messages)")
+  end
   return v
 end
 
@@ -255,6 +271,11 @@ function M.base_url(v)
   end
   if v:find("[%s%c?#]") then
     return nil, invalid("base_url", "must not contain whitespace, control characters, '?' or '#'")
+  end
+  -- Feishu takes no user or password in the URL (its calls carry tokens),
+  -- and one there would show wherever the URL does
+  if v:match("^[^:]+://([^/]*)"):find("@", 1, true) then
+    return nil, invalid("base_url", "must not hold a user or password (user:password@host)")
   end
   return (v:gsub("/+$", ""))
 end
