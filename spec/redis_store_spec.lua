@@ -390,6 +390,26 @@ describe("the Redis store", function()
       assert.is_false(st:up())
     end)
 
+    it("paces a batch (send_ticket_messages) with another client on the same Redis", function()
+      fake.config({ rate_limits = { ticket_message = { per_second = 20 } } })
+      local limits = { ticket_message = { per_second = 20, per_minute = false } }
+      local url = server.url .. "/9"
+      local batcher = fake.client({ store = { redis = url }, rate_limit = limits })
+      local single = fake.client({ store = { redis = url }, rate_limit = limits })
+      -- the other host takes half of the first second's budget
+      for _ = 1, 10 do assert(single:send_ticket_message(fake.TICKET, TEXT)) end
+      local items = {}
+      for i = 1, 30 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "b" .. i } } end
+      local t0 = core.monotime()
+      local results = assert(batcher:send_ticket_messages(items, { concurrency = 8 }))
+      assert.are.equal(0, results.failed)
+      assert.are.equal(0, fake.state().rate_limited)
+      -- 40 at 20 a second: the last 20 a second after the first 20
+      assert.is_true(core.monotime() - t0 >= 1, tostring(core.monotime() - t0))
+      batcher:close()
+      single:close()
+    end)
+
     it("keeps one budget for hosts: two plain Lua processes, 0 answered 429s, one token fetch", function()
       -- HELPDESK_SHARE_RATE=50 HELPDESK_SHARE_EACH=500: the documented limit (and 1000 a minute)
       local per_second = tonumber(os.getenv("HELPDESK_SHARE_RATE")) or 20
