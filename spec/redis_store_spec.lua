@@ -412,7 +412,7 @@ describe("the Redis store", function()
 
     it("keeps one budget for hosts: two plain Lua processes, 0 answered 429s, one token fetch", function()
       -- HELPDESK_SHARE_RATE=50 HELPDESK_SHARE_EACH=500: the documented limit (and 1000 a minute)
-      local per_second = tonumber(os.getenv("HELPDESK_SHARE_RATE")) or 20
+      local per_second = tonumber(os.getenv("HELPDESK_SHARE_RATE")) or 30
       local each = tonumber(os.getenv("HELPDESK_SHARE_EACH")) or 30
       fake.config({ rate_limits = { ticket_message = { per_second = per_second,
                                                        per_minute = per_second == 50 and 1000 or nil } } })
