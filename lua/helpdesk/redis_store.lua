@@ -237,7 +237,9 @@ end
 -- `prefix` (`"helpdesk:"`), `timeout` (seconds, `0.2`: connect and each
 -- command), and from the client: `fallback` (the local store used while
 -- Redis fails), `on_event` (called with `store_fallback` and
--- `store_recovered` events), `now` (the clock of the backoff)
+-- `store_recovered` events), `now` (the clock of the backoff); and for the
+-- limiter's property specs `caller_clock = true` (reservations on the
+-- caller's clock, which may jump, instead of Redis's `TIME`)
 -- @return the store, or `nil` and an `invalid` error on `store.redis`,
 -- `store.prefix` or `store.timeout` (never showing the password)
 function M.new(opts)
