@@ -530,6 +530,22 @@ describe("the helpdesk command", function()
       assert.are.equal(0, #fake.requests_to(PATH))
     end)
 
+    it("never shows the password of a proxy from the environment, and refuses one too short to hide", function()
+      local hostport = fake.url:match("^http://(.*)$")
+      fake.fault({ path = PATH, method = "POST", status = 502, body = "proxy saw ", echo = "proxy-authorization",
+                   decode64 = true })
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose" },
+        { env = { http_proxy = "http://bob:env-proxy-password@" .. hostport } })
+      assert.are.equal(3, rc, err)
+      assert.matches("proxy saw", err)
+      assert.is_nil(err:find("env-proxy-password", 1, true), err)
+      rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x" },
+        { env = { https_proxy = "http://bob:pw@" .. hostport } })
+      assert.are.equal(2, rc, err)
+      assert.matches("environment's https_proxy", err, 1, true)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+
     it("is a usage error when stdout is closed, before anything is sent", function()
       fake.ticket({ ticket_id = fake.TICKET, messages = 3, start = 1700000000, step = 60 })
       for _, args in ipairs({ { "messages", fake.TICKET }, { "send", fake.TICKET, "--text", "x" },

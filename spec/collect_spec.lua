@@ -101,7 +101,15 @@ describe("clients", function()
       end })
       c = fake.client({ store = st })
       return c
-    end, function(c) assert(c:send_ticket_message(fake.TICKET, TEXT)) end)
+    end, function(c)
+      assert(c:send_ticket_message(fake.TICKET, TEXT))
+      -- and while it lives it keeps its store, whatever its fields become
+      c.store = nil
+      full_gc()
+      local fetched = fake.state().token_count
+      assert(c:send_ticket_message(fake.TICKET, TEXT))
+      assert.are.equal(fetched, fake.state().token_count, "the token was fetched again: the store was lost")
+    end)
     assert.are.equal(0, left, why)
     assert.is_true(after <= before, before .. " descriptors before, " .. after .. " after")
   end)

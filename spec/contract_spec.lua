@@ -238,6 +238,28 @@ describe("a call", function()
     end
   end)
 
+  describe("that raises after its request went out (a client's field set to nonsense)", function()
+    it("is an error that says the message may have been processed, never 'nothing sent'", function()
+      local client = fake.client({ rate_limit = false })
+      client.max_retries = "2" -- read once the answer is a 500
+      fake.fault({ path = PATH, method = "POST", status = 500, body = '{"code":1,"msg":"busy"}' })
+      local data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err, "transport")
+      assert.is_true(err.sent)
+      assert.matches("may have been processed", err.msg)
+      assert.are.equal(1, #fake.requests_to(PATH))
+      -- and before anything went out, bad input it is
+      client.max_retries = 0
+      client.base_url = nil
+      data, err = no_raise(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_nil(data)
+      assert_error(err, "invalid")
+      assert.is_not_true(err.sent)
+      assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+  end)
+
   describe("given input whose metamethods raise", function()
     it("returns an invalid error for each call and raises only error objects", function()
       local bomb = setmetatable({}, { __index = function() error("boom") end })

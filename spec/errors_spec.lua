@@ -128,6 +128,58 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show in a dump of the client, with a store of the caller's or not", function()
+    local function dump(v, seen, out)
+      if type(v) == "table" then
+        if seen[v] then return out end
+        seen[v] = true
+        for k, x in pairs(v) do
+          out[#out + 1] = tostring(k)
+          dump(x, seen, out)
+        end
+      else
+        out[#out + 1] = tostring(v)
+      end
+      return out
+    end
+    for _, opts in ipairs({ {}, { store = helpdesk.memory_store() } }) do
+      local c = fake.client(opts)
+      assert(c:send_ticket_message(fake.TICKET, TEXT))
+      local text = table.concat(dump(c, {}, {}), " ")
+      for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN, "t-fake" }) do
+        assert.is_nil(text:find(secret, 1, true), text)
+      end
+    end
+  end)
+
+  it("never show a proxy's password as libcurl sends it, percent-decoded, nor as Basic", function()
+    -- the fake is the proxy too: a page quoting the Proxy-Authorization it got
+    local hostport = fake.url:match("^http://(.*)$")
+    local events = {}
+    local c = fake.client({ proxy = "http://b%6Fb:s3cr%40t-proxy-pw@" .. hostport, rate_limit = false,
+                            logger = function(e) events[#events + 1] = e.error end })
+    fake.fault({ path = PATH, method = "POST", status = 502, body = "proxy saw ", echo = "proxy-authorization" })
+    fake.fault({ path = PATH, method = "POST", status = 502, body = "proxy saw ", echo = "proxy-authorization",
+                 decode64 = true })
+    local shown = {}
+    for _ = 1, 2 do
+      local _, err = c:send_ticket_message(fake.TICKET, TEXT, { max_retries = 0 })
+      assert.is_table(err)
+      assert.matches("proxy saw", err.msg)
+      shown[#shown + 1] = tostring(err)
+    end
+    for _, e in ipairs(events) do shown[#shown + 1] = e end
+    for _, text in ipairs(shown) do
+      for _, piece in ipairs({ "s3cr@t-proxy-pw", "s3cr%40t", "Ym9iOnMzY3JAdC1wcm94eS1wdw" }) do
+        assert.is_nil(text:find(piece, 1, true), text)
+      end
+    end
+    -- nine bytes written, three sent: too short to redact
+    local _, err = helpdesk.new(fake.options({ proxy = "http://bob:%61%62%63@" .. hostport }))
+    assert.are.equal("invalid", err.kind)
+    assert.are.equal("proxy", err.field)
+  end)
+
   it("never show a token another client of the store fetched while a batch ran, quoted by a 500 page", function()
     local clock = require "helpdesk.clock"
     local st = helpdesk.memory_store()

@@ -263,6 +263,30 @@ describe("rate limits", function()
       end)
     end
 
+    it("takes a slot whose start no limiter could have written for none, and is not held back for ever", function()
+      local clock = fake_clock()
+      local st = store.table(clock.now)
+      local lim = ratelimit.limiter({ per_second = 2 }, st, "t", clock.now)
+      assert(lim:acquire(clock, 1))
+      assert(lim:acquire(clock, 1))
+      -- another program (or a corruption) wrote starts far ahead into the ring
+      for key, v in pairs(st.values) do
+        if type(v) == "string" and v:match("^%d+ ") then st.values[key] = v:gsub(" .*", " 1e300") end
+      end
+      clock.advance(2)
+      local waited = lim:acquire(clock, clock.now() + 1)
+      assert.are.equal(0, waited)
+      -- while a start a day's budget ahead is one a limiter may write: waited for
+      for key, v in pairs(st.values) do
+        if type(v) == "string" and v:match("^%d+ ") then
+          st.values[key] = v:gsub(" .*", " " .. string.format("%.6f", clock.now() + 3600))
+        end
+      end
+      local ok, need = lim:acquire(clock, clock.now() + 1)
+      assert.is_nil(ok)
+      assert.is_true(need > 3600)
+    end)
+
     it("says how long it would wait when that is past the deadline", function()
       local clock = fake_clock()
       local lim = ratelimit.limiter({ per_minute = 2 }, nil, nil, clock.now)

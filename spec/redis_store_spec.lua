@@ -359,6 +359,29 @@ describe("the Redis store", function()
       assert.matches("cmdstat_evalsha:calls=20,", command("INFO", "commandstats"), 1, true)
     end)
 
+    it("takes a slot whose start no limiter could have written for none (Redis's clock)", function()
+      local st = new_store()
+      local lim = ratelimit.limiter({ per_second = 2 }, st, "app:ep")
+      local clock = { now = core.monotime, sleep = core.sleep }
+      assert(lim:reserve(clock, math.huge))
+      assert(lim:reserve(clock, math.huge))
+      local function overwrite(t)
+        for _, key in ipairs(command("KEYS", st.prefix .. "*:1:2:*")) do
+          command("SET", key, (command("GET", key):gsub(" .*", " " .. t)))
+        end
+      end
+      overwrite("1e300")
+      local t0 = core.monotime()
+      local start = lim:reserve(clock, math.huge)
+      assert.is_true(start - t0 < 0.1, tostring(start - t0))
+      -- while a start an hour ahead (on Redis's clock) is one a limiter may write: waited for
+      local now = command("TIME")
+      overwrite(string.format("%.6f", tonumber(now[1]) + 3600))
+      local ok, need = lim:reserve(clock, core.monotime() + 1)
+      assert.is_nil(ok)
+      assert.is_true(need > 3500, tostring(need))
+    end)
+
     it("loads the script again after Redis forgot it (NOSCRIPT)", function()
       local st = new_store()
       local lim = ratelimit.limiter({ per_second = 2, per_minute = false }, st, "app:ep")

@@ -86,6 +86,10 @@ describe("validation", function()
         content = { text = "x", n = 1617960686000 } }))
       local big = tonumber("6948728206392295444")
       if math.type and math.type(big) == "integer" then -- luacheck: ignore 143
+        assert(client:send_ticket_message(fake.TICKET, { msg_type = "text",
+          content = { text = "x", least = math.mininteger } })) -- luacheck: ignore 143
+        local least = fake.requests_to("/open-apis/helpdesk/v1/tickets/")
+        assert.matches('"least":-9223372036854775808', require("cjson").decode(least[#least].body).content, 1, true)
         assert(client:send_ticket_message(fake.TICKET, { msg_type = "text", content = { text = "x", id = big } }))
         local reqs = fake.requests_to("/open-apis/helpdesk/v1/tickets/")
         assert.matches('"id":6948728206392295444', require("cjson").decode(reqs[#reqs].body).content, 1, true)

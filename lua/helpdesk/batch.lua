@@ -108,6 +108,7 @@ function M.run(b)
         remove(queue, q)
         start_at[i] = nil
         req.method, req.url, req.body, req.headers = "POST", jobs[i].url, jobs[i].body, b.headers(tok)
+        if b.started then b.started() end
         slot_job[m:add(req)] = { i = i, tok = tok, t0 = clock.now() }
         in_flight = in_flight + 1
       end

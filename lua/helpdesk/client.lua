@@ -35,6 +35,7 @@ local MAX_EXPIRE = 30 * 86400
 -- logger that may hold it): Lua 5.1 and LuaJIT have no ephemerons, and such
 -- an entry would keep the client, its socket and its secrets for ever.
 local private = setmetatable({}, { __mode = "k" })
+local HOLDS = setmetatable({}, { __tostring = function() return "(held)" end })
 
 --- The client @{helpdesk.new} returns. Its methods return their result, or
 -- `nil` and an @{helpdesk.errors.Error|error}; bad input is an `invalid`
@@ -54,12 +55,9 @@ local function secrets_of(c)
   list[#list + 1] = p.app_secret
   list[#list + 1] = p.helpdesk_token
   list[#list + 1] = p.helpdesk_auth
-  list[#list + 1] = p.proxy -- it may hold a password
+  -- the proxy URLs, their passwords, as written and as sent, and as Basic
+  for i = 1, #p.proxy_secrets do list[#list + 1] = p.proxy_secrets[i] end
   if p.redis then list[#list + 1] = p.redis.cfg.password end
-  if p.proxy_password then
-    list[#list + 1] = p.proxy_password
-    list[#list + 1] = p.proxy_basic
-  end
   return list
 end
 
@@ -165,9 +163,14 @@ function M.new(opts)
     max_rate_limit_wait = cfg.max_rate_limit_wait,
     -- here, not with the secrets: a logger may well refer to its client
     logger = cfg.logger,
-    -- the caller's store, likewise (what the client keeps holds it weakly)
-    store = cfg.store,
   }, Client)
+  -- The caller's store, likewise (what the client keeps out of sight holds
+  -- it weakly), behind a function, since it holds the token: no dump of the
+  -- client shows it; under a key of its own, which no one sets by mistake.
+  if cfg.store then
+    local st = cfg.store
+    c[HOLDS] = function() return st end
+  end
   local p = {
     handle = handle,
     app_secret = cfg.app_secret,
@@ -176,12 +179,13 @@ function M.new(opts)
     -- the proxy URL may hold a password: kept with the secrets
     proxy = cfg.proxy,
     user_agent = cfg.user_agent and USER_AGENT .. " " .. cfg.user_agent or USER_AGENT,
+    -- helpdesk POSTs started: a call that raises after one knows it went
+    posted = 0,
   }
   -- the proxy's password alone, and as a Basic credential, may show too
-  local user, password
-  if type(cfg.proxy) == "string" then user, password = cfg.proxy:match("^%a[%w+.-]*://([^:@/]*):([^@/]*)@") end
-  if password and password ~= "" then
-    p.proxy_password, p.proxy_basic = password, core.base64(user .. ":" .. password)
+  p.proxy_secrets = cfg.proxy_secrets.list
+  for _, up in ipairs(cfg.proxy_secrets.basic) do
+    p.proxy_secrets[#p.proxy_secrets + 1] = core.base64(up[1] .. ":" .. up[2])
   end
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
@@ -350,6 +354,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
         err = budget_error()
         break
       end
+      if method == "POST" then p.posted = p.posted + 1 end
       obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body, attempt)
       if obj then break end
     end
@@ -522,6 +527,7 @@ function Client:send_ticket_messages(items, opts)
         emit(self, retry_event("POST", url, attempt, wait, err))
       end,
       closed = function() return p.closed and closed_error() or nil end,
+      started = function() p.posted = p.posted + 1 end,
       min_attempt = 2 * MIN_ATTEMPT,
       secrets = p.secrets,
       request = function(deadline)
@@ -835,12 +841,19 @@ function Client:close()
 end
 
 -- A public call never raises: input whose metamethods raise (an __index
--- that errors, say) is an invalid error, as other bad input is. The
--- iterator raises error objects only, by design.
-local function raised_error(c, what)
+-- that errors, say) is an invalid error, as other bad input is; a raise
+-- once a POST went out (a bug) is never taken for one that sent nothing.
+-- The iterator raises error objects only, by design.
+local function raised_error(c, what, posted)
   local ok, text = pcall(tostring, what)
-  local err = errors.new("invalid", { field = "input",
-    msg = "reading the input raised an error: " .. (ok and text or "(an error that cannot be shown)") })
+  text = ok and text or "(an error that cannot be shown)"
+  local err
+  if posted then
+    err = errors.new("transport", { sent = true, msg = "the call failed after its request was sent ("
+      .. text .. "): it may have been processed" })
+  else
+    err = errors.new("invalid", { field = "input", msg = "reading the input raised an error: " .. text })
+  end
   if type(c) == "table" and private[c] then return errors.redact(err, secrets_of(c)) end
   return err
 end
@@ -849,10 +862,12 @@ for _, name in ipairs({ "send_ticket_message", "send_ticket_messages", "bot_mess
                         "subscribe_events", "unsubscribe_events" }) do
   local f = Client[name]
   Client[name] = function(self, ...)
+    local p = type(self) == "table" and private[self]
+    local before = p and p.posted
     local ok, a, b = pcall(f, self, ...)
     if ok then return a, b end
     if errors.is(a) then return nil, a end
-    return nil, raised_error(self, a)
+    return nil, raised_error(self, a, p and p.posted ~= before)
   end
 end
 

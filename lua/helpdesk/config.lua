@@ -3,7 +3,9 @@ local validate = require "helpdesk.validate"
 local errors = require "helpdesk.errors"
 local ratelimit = require "helpdesk.ratelimit"
 
-local type, pairs, ipairs, pcall, getenv = type, pairs, ipairs, pcall, os.getenv
+local type, pairs, ipairs, pcall, getenv, tonumber, char = type, pairs, ipairs, pcall, os.getenv, tonumber,
+  string.char
+local proxy_secrets
 
 local M = {}
 
@@ -51,6 +53,50 @@ local function check_secret(out, opts, k)
   if not v then return nil, err end
   out[k] = v
   return true
+end
+
+-- %XX decoded, as libcurl decodes a URL's user and password.
+local function percent_decoded(s)
+  return (s:gsub("%%(%x%x)", function(h) return char(tonumber(h, 16)) end))
+end
+
+-- Where libcurl finds a proxy when none is given.
+local PROXY_ENV = { "http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY" }
+
+-- The proxy URLs a client's calls may go through (the option's, else
+-- those of the environment), with the passwords they hold as written and as
+-- sent (percent-decoded): what errors must not show. A password shorter than
+-- a secret may be (once decoded) is refused: it could not be redacted.
+-- Returns { url or password, ... } and the { user, password } pairs for
+-- their Basic credentials, or nil and an invalid error.
+proxy_secrets = function(proxy)
+  local found = {}
+  if proxy then
+    found[1] = { name = "proxy", url = proxy }
+  else
+    for _, name in ipairs(PROXY_ENV) do
+      local v = getenv(name)
+      if v and v ~= "" then found[#found + 1] = { name = name, url = v } end
+    end
+  end
+  local list, pairs_ = {}, {}
+  for _, f in ipairs(found) do
+    list[#list + 1] = f.url
+    local user, password = f.url:match("^%a[%w+.-]*://([^:@/]*):([^@/]*)@")
+    if not user then user, password = f.url:match("^([^:@/]*):([^@/]*)@") end -- no scheme
+    if password and password ~= "" then
+      local plain = percent_decoded(password)
+      if #plain < validate.MIN_SECRET then
+        local where = f.name == "proxy" and "" or " (in the environment's " .. f.name .. ")"
+        return nil, errors.invalid("proxy", "has a password shorter than " .. validate.MIN_SECRET
+          .. " bytes" .. where .. ", which could not be kept out of messages")
+      end
+      list[#list + 1] = password
+      list[#list + 1] = plain
+      pairs_[#pairs_ + 1] = { percent_decoded(user), plain }
+    end
+  end
+  return { list = list, basic = pairs_ }
 end
 
 -- Returns a clean copy of opts with defaults filled in, or nil and an
@@ -148,13 +194,10 @@ function M.check(opts)
     if not v:match("^%a[%w+.-]*://[^%s]+$") then
       return nil, errors.invalid("proxy", "must be a URL such as http://host:3128")
     end
-    local password = v:match("^%a[%w+.-]*://[^:@/]*:([^@/]*)@")
-    if password and password ~= "" and #password < validate.MIN_SECRET then
-      return nil, errors.invalid("proxy", "has a password shorter than " .. validate.MIN_SECRET
-        .. " bytes, which could not be kept out of messages")
-    end
     out.proxy = v
   end
+  out.proxy_secrets, err = proxy_secrets(out.proxy)
+  if not out.proxy_secrets then return nil, err end
   -- appended to the User-Agent, to tell one's integration apart in Feishu's logs
   if opts.user_agent ~= nil then
     local v, uerr = validate.secret("user_agent", opts.user_agent)

@@ -49,7 +49,7 @@ end
 -- writes 14 significant digits (0.1 + 0.2 as 0.3, 1700000000123456 as
 -- 1.7e+15); this is the shortest text that is exact.
 local function exact_number(x)
-  if x % 1 == 0 and x > -2 ^ 63 and x < 2 ^ 63 then return format("%d", x) end
+  if x % 1 == 0 and x >= -2 ^ 63 and x < 2 ^ 63 then return format("%d", x) end
   for digits = 15, 17 do
     local t = format("%." .. digits .. "g", x)
     if tonumber(t) == x then return t end

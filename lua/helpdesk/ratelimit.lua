@@ -38,6 +38,9 @@ local NONE = -1e15
 -- caller that died holding it (a killed worker).
 local LOCK_TTL = 0.1
 local LOCK_PAUSE = 0.001
+-- The longest a call may wait for its slot: its budget (at most a day),
+-- and the window.
+local MAX_AHEAD = 86400 + 60
 
 local function parse(v)
   if type(v) ~= "string" then return nil end
@@ -70,10 +73,14 @@ end
 -- The start of call k in the ring of win. A slot still tagged with an older
 -- call is that of a number whose caller died before writing: it never
 -- started, and its slot keeps the time of the call before it in the ring.
-function Limiter:start_of(k, win)
+-- A start further ahead of now than the longest budget a call may wait out
+-- was never written by a limiter (another program, or a corrupted store):
+-- it would hold every call back for ever, and counts as none.
+function Limiter:start_of(k, win, now)
   if k < 1 then return NONE end
   local _, t = parse(self.store:get(win.key .. k % win.n))
-  return t or NONE
+  if not t or t > now + MAX_AHEAD then return NONE end
+  return t
 end
 
 -- When call k may start, given the time now; and, per window, the start of
@@ -81,7 +88,7 @@ end
 function Limiter:compute(k, now)
   local start, prev = now, {}
   for i, win in ipairs(self.windows) do
-    prev[i] = self:start_of(k - win.n, win)
+    prev[i] = self:start_of(k - win.n, win, now)
     start = max(start, prev[i] + win.w + MARGIN)
   end
   return start, prev

@@ -79,7 +79,9 @@ for i = 4, #ARGV, 3 do
   if k > n then
     local v = redis.call('GET', key .. (k % n))
     local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
-    if t then prev = t end
+    -- further ahead than any call may wait (ratelimit's MAX_AHEAD: a day's
+    -- budget and the window): never a limiter's, counts as none
+    if t and t <= now + 86460 then prev = t end
   end
   if prev + w + margin > start then start = prev + w + margin end
   wins[#wins + 1] = { n, key }
