@@ -41,12 +41,17 @@ SAN_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-om
 FUZZ_SECONDS ?= 60
 FUZZER = $(BUILD)/fuzz/fuzz_wire
 
-.PHONY: all deps build build-all lint test valgrind sanitize fuzz soak life bench examples rock doc check demo clean
+.PHONY: all deps node-sdk build build-all lint test valgrind sanitize fuzz soak life bench examples rock doc check demo clean
 
 all: build
 
 deps:
 	@tools/install-deps $(DEBS)
+
+# The official Node SDK in bench/node (npm, from its lock file), for the bench
+# and the specs' cross-check (spec/node_sdk_spec.lua); not for `make demo`.
+node-sdk:
+	@bench/node-sdk-install
 
 build: $(CORE)
 
@@ -84,8 +89,7 @@ $(BUILD)/bench/raw_send: bench/raw_send.c
 	@mkdir -p $(dir $@)
 	$(CC) $(WARN) -D_POSIX_C_SOURCE=200809L -O2 $(CURL_CFLAGS) -o $@ $< $(CURL_LIBS)
 
-bench: deps build $(BUILD)/bench/raw_send
-	bench/node-sdk-install
+bench: deps node-sdk build $(BUILD)/bench/raw_send
 	fake/fakefeishu run $(LUA) bench/run.lua
 
 # On every Lua: 100k calls (SOAK_CALLS) through one client and through
@@ -105,7 +109,7 @@ life: deps build-all
 lint:
 	luacheck lua spec examples fake bench tools/soak.lua tools/life.lua tools/life_model.lua bin/helpdesk
 
-test: build-all
+test: node-sdk build-all
 	fake/fakefeishu run $(LUA) /usr/bin/busted
 
 valgrind: build
@@ -124,7 +128,7 @@ rock:
 doc: deps build
 	tools/check-doc
 
-check: deps build-all $(ASAN_CORE) $(FUZZER)
+check: deps node-sdk build-all $(ASAN_CORE) $(FUZZER)
 	@tools/check
 
 demo: deps build

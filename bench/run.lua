@@ -2,15 +2,18 @@
 -- fake Feishu (started by fake/fakefeishu run, recording off), contenders
 -- alternated round by round; prints a table of medians and ratios and
 -- writes it as JSON to build/bench/results.json. Never part of the tests.
--- Usage: fake/fakefeishu run lua5.4 bench/run.lua  (BENCH_ROUNDS, BENCH_SENDS)
+-- Usage: fake/fakefeishu run lua5.4 bench/run.lua  (BENCH_ROUNDS, BENCH_SENDS;
+-- BENCH_ONLY=events: the events row alone)
 package.path = "lua/?.lua;spec/?.lua;" .. package.path
 package.cpath = "build/lua/" .. _VERSION:match("%d+%.%d+") .. "/?.so;" .. package.cpath
 local cjson = require "cjson"
 local core = require "helpdesk.core"
+local events = require "helpdesk.events"
 local fake = require "fake"
 
 local ROUNDS = tonumber(os.getenv("BENCH_ROUNDS")) or 10
 local SENDS = tonumber(os.getenv("BENCH_SENDS")) or 3000
+local EVENTS = tonumber(os.getenv("BENCH_EVENTS")) or 20000
 local LIST_TICKET = "7000000000000000001"
 local LIST_MESSAGES = 100000
 local TEXT = { msg_type = "text", content = { text = "bench" } }
@@ -129,6 +132,79 @@ local function row(name, contender, baseline, goal, unit)
     (goal and ratio < goal) and "MISSED" or ""))
 end
 
+-- 6. decoding a pushed event: an encrypted, signed 1 KiB ticket message
+-- event, the same request through receiver:decode and through the Node
+-- SDK's EventDispatcher (bench/node/events.js), rounds alternated
+local function events_request()
+  local KEY, TOKEN = "bench-encrypt-key", "bench-verification-token"
+  local text = ("my printer is on fire. "):rep(20)
+  local function event(pad)
+    return cjson.encode({
+      schema = "2.0",
+      header = { event_id = "5e3702a84e847582be8db7fb73283c02", token = TOKEN, create_time = "1608725989000",
+                 event_type = "helpdesk.ticket_message.created_v1", tenant_key = "736588c92lxf175d",
+                 app_id = "cli_9e28cb7ba56a100e" },
+      event = { ticket = { ticket_id = "6626871355780366331" }, msg_type = "text", position = "3", sender_type = 2,
+                event_id = "6949088240624222228", content = { content = text, msg_type = "text" }, pad = pad },
+    })
+  end
+  local plain = event(("x"):rep(1024 - #event("")))
+  assert(#plain == 1024 and cjson.decode(plain), "the event is not 1 KiB of JSON")
+  -- as Feishu writes it: "/" unescaped (the SDK signs the body re-serialised)
+  local body = '{"encrypt":"' .. assert(events.encrypt(KEY, plain)) .. '"}'
+  local ts, nonce = tostring(os.time()), "1634567"
+  return { encrypt_key = KEY, verification_token = TOKEN, body = body,
+           event_type = "helpdesk.ticket_message.created_v1",
+           headers = { ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = nonce,
+                       ["X-Lark-Signature"] = assert(events.signature(ts, nonce, KEY, body)) } }
+end
+
+local function module_decodes(req, n)
+  local receiver = assert(events.new({ encrypt_key = req.encrypt_key, verification_token = req.verification_token }))
+  local headers, body = req.headers, req.body
+  for _ = 1, 2000 do assert(receiver:decode(headers, body)) end
+  local t0 = core.monotime()
+  for i = 1, n do
+    local ev, err = receiver:decode(headers, body)
+    if not ev then error("decode " .. i .. ": " .. tostring(err)) end
+  end
+  return n / (core.monotime() - t0)
+end
+
+local function events_row(have_node)
+  local req = events_request()
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(cjson.encode(req))
+  f:close()
+  local m, nd = {}, {}
+  for round = 1, 5 do
+    collectgarbage()
+    m[round] = module_decodes(req, EVENTS)
+    if have_node then
+      local out = sh(string.format("node bench/node/events.js %s %d 2>&1", file, EVENTS))
+      if tonumber(out) then nd[#nd + 1] = tonumber(out)
+      else print("node SDK events run failed: " .. out:sub(1, 300)) end
+    end
+    io.stderr:write(string.format("events round %d/5 done\n", round))
+  end
+  os.remove(file)
+  if #nd > 0 then
+    row("6. events decoded/s (1 KiB) vs Node SDK", median(m), median(nd), nil, "events/s")
+  else
+    print(string.format("6. events decoded/s (1 KiB): %.0f (no Node SDK)", median(m)))
+    results.events_decoded_per_s = median(m)
+  end
+end
+
+local function write_results()
+  os.execute("mkdir -p build/bench")
+  local f = assert(io.open("build/bench/results.json", "w"))
+  f:write(cjson.encode(results), "\n")
+  f:close()
+  print("written: build/bench/results.json")
+end
+
 -- set-up: the contenders on CPU 0 (raw_send and node inherit it), so that
 -- the fake, on the other core, does not share one with them
 local pid = io.open("/proc/self/stat"):read("*n")
@@ -141,7 +217,8 @@ c:request({ method = "POST", url = fake.url .. "/_fake/ticket",
 c:close()
 local token = tenant_token()
 local client = fake.client({ rate_limit = false })
-local have_node = os.execute("test -f bench/node/node_modules/@larksuiteoapi/node-sdk/package.json")
+local node_there = os.execute("test -f bench/node/node_modules/@larksuiteoapi/node-sdk/package.json")
+local have_node = node_there == true or node_there == 0 -- Lua 5.1 and LuaJIT say 0
 results.machine = {
   cpu = sh("grep -m1 'model name' /proc/cpuinfo"):match(":%s*(.-)%s*$"),
   cores = tonumber(sh("nproc --all")), lua = _VERSION, libcurl = core.curl_version,
@@ -151,6 +228,14 @@ print(string.format("machine: %s, %d cores; %s, libcurl %s", results.machine.cpu
   _VERSION, core.curl_version))
 print(string.format("%d rounds of %d sends, 5 of iterating, contenders alternated; medians", ROUNDS, SENDS))
 if not have_node then print("node SDK: not installed (npm unreachable?): its row is left out") end
+
+if os.getenv("BENCH_ONLY") == "events" then
+  print(string.format("5 rounds of %d event decodes, contenders alternated; medians", EVENTS))
+  print(string.format("%-44s %10s %10s %7s %7s", "run", "module", "baseline", "ratio", "goal"))
+  events_row(have_node)
+  write_results()
+  os.exit(0)
+end
 
 -- warm-up: connections, token, caches
 module_sends(client, 200)
@@ -208,7 +293,9 @@ print(string.format("5. batch of 500, 100 ms latency, 50/s enforced: %.1f sends/
 results.batch = { rate = rate, ratio = rate / 50, answered_429 = answered_429, failed = res.failed }
 fake.config({ latency = false, rate_limits = false })
 
--- 6. the cost of a send with the Redis store vs the table store, the
+events_row(have_node)
+
+-- 7. the cost of a send with the Redis store vs the table store, the
 -- limiter on with limits out of reach (every call reserves, none waits),
 -- alternated round by round; then the round trips to Redis per send,
 -- counted where the commands leave a connection
@@ -251,13 +338,9 @@ module_sends(counted, 1000)
 core.redis_connect = connect
 counted:close()
 redis_server.finish(redis)
-row("6. sends/s, Redis store vs table store", median(st_r), median(st_t), nil, "requests/s")
+row("7. sends/s, Redis store vs table store", median(st_r), median(st_t), nil, "requests/s")
 print(string.format("   round trips to Redis per send: %.2f (the slot's EVALSHA; the token is read once a second)",
   trips / 1000))
 results.redis_round_trips_per_send = trips / 1000
 
-os.execute("mkdir -p build/bench")
-local f = assert(io.open("build/bench/results.json", "w"))
-f:write(cjson.encode(results), "\n")
-f:close()
-print("written: build/bench/results.json")
+write_results()

@@ -43,7 +43,10 @@ local function encrypt(key, plaintext)
   local iv = ""
   for _ = 1, 16 do iv = iv .. string.char(math.random(0, 255)) end
   local ct = openssl("openssl enc -aes-256-cbc -K " .. sha256_hex(key) .. " -iv " .. hex(iv) .. " -in %s", plaintext)
-  return cjson.encode({ encrypt = ngx.encode_base64(iv .. ct) })
+  -- written as Feishu writes it: lua-cjson would escape each "/" of the
+  -- base64 as "\/", which a receiver that re-serialises the body before
+  -- checking the signature (the Node SDK) refuses
+  return '{"encrypt":"' .. ngx.encode_base64(iv .. ct) .. '"}'
 end
 
 -- One POST of body to url (http://host:port/path) with headers; returns the

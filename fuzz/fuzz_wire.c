@@ -2,7 +2,8 @@
  * (src/wire.c): response-head field parsing, base64 both ways, the capped
  * buffer, the header checks and the UTF-8 check; and its cryptography
  * (src/crypto.c): AES-256-CBC decryption with its padding and length checks,
- * SHA-256 and SHA-1 over parts, the constant-time comparison. Each result is checked
+ * AES-256-CBC encryption, SHA-256 and SHA-1 over parts, the constant-time
+ * comparison. Each result is checked
  * against a plain reference (for the cipher: OpenSSL's own padding mode). */
 #include <assert.h>
 #include <stdint.h>
@@ -230,6 +231,17 @@ static void check_decrypt(const uint8_t *data, size_t size) {
   assert(ct_len == (n / 16 + 1) * 16);
   assert(hd_aes256cbc_decrypt(key, iv, ct, ct_len, out, &out_len) == HD_DECRYPT_OK);
   assert(out_len == n && memcmp(out, rest, n) == 0);
+  /* ours encrypts as OpenSSL does, and decrypts back */
+  {
+    uint8_t *mine = malloc(n + 32);
+    size_t mine_len = 12345;
+    assert(mine);
+    assert(hd_aes256cbc_encrypt(key, iv, rest, n, mine, &mine_len) == HD_DECRYPT_OK);
+    assert(mine_len == ct_len && memcmp(mine, ct, ct_len) == 0);
+    assert(hd_aes256cbc_decrypt(key, iv, mine, mine_len, out, &out_len) == HD_DECRYPT_OK);
+    assert(out_len == n && memcmp(out, rest, n) == 0);
+    free(mine);
+  }
   /* cut short, or one block less: refused, never read past the end */
   assert(hd_aes256cbc_decrypt(key, iv, ct, ct_len - 1, out, &out_len) == HD_DECRYPT_LENGTH);
   free(out);

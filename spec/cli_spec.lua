@@ -4,6 +4,7 @@
 local cjson = require "cjson"
 local fake = require "fake"
 local cli = require "helpdesk.cli"
+local openssl = require "openssl"
 
 local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local LUA = arg and arg[-1] or "lua5.4"
@@ -40,8 +41,8 @@ local function helpdesk(args, opts)
   for k, v in pairs(ENV) do env[k] = v end
   for k, v in pairs(opts.env or {}) do env[k] = v or nil end
   local parts = { "env -u FEISHU_BASE_URL -u FEISHU_APP_ID -u FEISHU_APP_SECRET -u FEISHU_HELPDESK_ID",
-                  "-u FEISHU_HELPDESK_TOKEN -u FEISHU_TENANT_ACCESS_TOKEN -u FEISHU_REDIS_URL",
-                  "ASAN_OPTIONS=detect_leaks=0",
+                  "-u FEISHU_HELPDESK_TOKEN -u FEISHU_TENANT_ACCESS_TOKEN -u FEISHU_ENCRYPT_KEY",
+                  "-u FEISHU_VERIFICATION_TOKEN -u FEISHU_REDIS_URL ASAN_OPTIONS=detect_leaks=0",
                   "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath) }
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. quote(v) end
   parts[#parts + 1] = LUA .. " bin/helpdesk"
@@ -499,6 +500,184 @@ describe("the helpdesk command", function()
         assert.matches("^helpdesk: ", err)
       end
       assert.are.equal(0, #fake.requests_to("/open-apis/helpdesk/v1/events/"))
+    end)
+
+    local KEY, TOKEN = "cK3-cli-Encrypt-key", "cT8-cli-Verification-token"
+    -- written by hand: lua-cjson would write created_at as 1.6169204290001e+15
+    local function event_json(token)
+      return '{"schema":"2.0","header":{"event_id":"e-cli-1","token":"' .. token .. '",'
+        .. '"create_time":"1608725989000","app_id":"cli_1","tenant_key":"t1",'
+        .. '"event_type":"helpdesk.ticket_message.created_v1"},"event":{"ticket":{"ticket_id":"6626871355780366331"},'
+        .. '"msg_type":"text","position":7,"event_id":"6949088240624222228",'
+        .. '"content":{"content":"工单 on fire","msg_type":"text"},"created_at":1616920429000123}}'
+    end
+    local EVENT = event_json(TOKEN)
+    local EVENT_ENV = { FEISHU_ENCRYPT_KEY = KEY, FEISHU_VERIFICATION_TOKEN = TOKEN }
+
+    -- Neither secret, nor the key's SHA-256, in what the command printed.
+    local function no_secrets(...)
+      for i = 1, select("#", ...) do
+        local text = select(i, ...)
+        for _, secret in ipairs({ KEY, TOKEN, openssl.sha256_hex(KEY) }) do
+          assert.is_nil(text:find(secret, 1, true), "a secret in: " .. text)
+        end
+      end
+    end
+
+    -- A push as Feishu makes it, apart from the library (openssl).
+    local function feishu_push(plaintext, o)
+      o = o or {}
+      local body = '{"encrypt":"' .. openssl.encrypt(KEY, plaintext) .. '"}'
+      local ts = o.ts or tostring(os.time())
+      return body, ts, openssl.signature(ts, "n-77", o.key or KEY, body)
+    end
+
+    it("decode: prints a pushed event as one JSON line, headers from options or a file", function()
+      local body, ts, sig = feishu_push(EVENT)
+      local rc, out, err = helpdesk({ "events", "decode", "--timestamp", ts, "--nonce", "n-77",
+                                      "--signature", sig }, { env = EVENT_ENV, stdin = body })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("\n", out:sub(-1))
+      local ev = cjson.decode(out)
+      assert.are.equal("helpdesk.ticket_message.created_v1", ev.event_type)
+      assert.are.equal("e-cli-1", ev.event_id)
+      assert.are.equal("6949088240624222228", ev.helpdesk_event_id)
+      assert.are.equal(1608725989000, ev.create_time)
+      assert.are.equal("7", ev.event.position)
+      assert.matches('"created_at":1616920429000123', out, 1, true) -- exact, not 1.6169204290001e+15
+      assert.are.equal("工单 on fire", ev.event.content.content)
+      no_secrets(out, err)
+      -- the same from a file of header lines, as curl -D writes them (any case), and as JSON;
+      -- the secrets from options instead of the environment
+      local file = write(TMP .. ".h", "POST /feishu/events HTTP/1.1\r\nx-lark-request-timestamp: " .. ts
+        .. "\r\nX-Lark-Request-Nonce:  n-77 \r\nX-LARK-SIGNATURE: " .. sig
+        .. "\r\nContent-Type: application/json\r\n\r\n")
+      rc, out, err = helpdesk({ "events", "decode", "--headers", file, "--encrypt-key", KEY, "--verification-token",
+                                TOKEN }, { stdin = body })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("e-cli-1", cjson.decode(out).event_id)
+      write(file, cjson.encode({ ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = "n-77",
+                                 ["X-Lark-Signature"] = sig }))
+      rc, out, err = helpdesk({ "events", "decode", "--headers", file }, { env = EVENT_ENV, stdin = body })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("e-cli-1", cjson.decode(out).event_id)
+      -- an option overrides the file: a wrong nonce breaks the signature
+      rc, out, err = helpdesk({ "events", "decode", "--headers", file, "--nonce", "n-78" },
+                              { env = EVENT_ENV, stdin = body })
+      assert.are.equal(2, rc)
+      assert.are.equal("", out)
+      assert.are.equal("helpdesk: helpdesk invalid error: signature does not match the body (X-Lark-Signature)\n", err)
+      os.remove(file)
+    end)
+
+    it("decode: the URL verification, plain with a token alone", function()
+      local body = cjson.encode({ challenge = "ch-1", token = TOKEN, type = "url_verification" })
+      local rc, out, err = helpdesk({ "events", "decode" },
+                                    { env = { FEISHU_VERIFICATION_TOKEN = TOKEN }, stdin = body })
+      assert.are.equal(0, rc, err)
+      assert.are.same({ challenge = "ch-1" }, cjson.decode(out))
+    end)
+
+    it("decode: a request that fails a check exits 2 saying which, never showing a secret", function()
+      local body, ts, sig = feishu_push(EVENT)
+      local old_body, old_ts, old_sig = feishu_push(EVENT, { ts = tostring(os.time() - 3600) })
+      local _, _, other_sig = feishu_push(EVENT, { key = "another key" })
+      local wt_body, wt_ts, wt_sig = feishu_push(event_json("wrong-token"))
+      local cases = {
+        { "signature does not match", { "--timestamp", ts, "--nonce", "n-77", "--signature", other_sig }, body },
+        { "signature is missing", {}, body },
+        { "timestamp X-Lark-Request-Timestamp is 36", { "--timestamp", old_ts, "--nonce", "n-77",
+          "--signature", old_sig }, old_body },
+        { "token does not match", { "--timestamp", wt_ts, "--nonce", "n-77", "--signature", wt_sig }, wt_body },
+        { "body is not a JSON object", {}, "not json" },
+        { "encrypt does not decrypt", { "--timestamp", ts, "--nonce", "n-77", "--signature", sig },
+          body:gsub('"}$', 'AAAA"}') },
+      }
+      for _, c in ipairs(cases) do
+        local args = { "events", "decode" }
+        for _, a in ipairs(c[2]) do args[#args + 1] = a end
+        local rc, out, err = helpdesk(args, { env = EVENT_ENV, stdin = c[3] })
+        assert.are.equal(2, rc, c[1] .. ": " .. err)
+        assert.are.equal("", out)
+        assert.matches("helpdesk: helpdesk invalid error: " .. c[1], err, 1, true)
+        no_secrets(out, err)
+      end
+      -- a request captured earlier: --max-skew off
+      local rc, out, err = helpdesk({ "events", "decode", "--timestamp", old_ts, "--nonce", "n-77", "--signature",
+                                      old_sig, "--max-skew", "off" }, { env = EVENT_ENV, stdin = old_body })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("e-cli-1", cjson.decode(out).event_id)
+    end)
+
+    it("decode and push: bad usage exits 2, naming what is wrong", function()
+      for _, c in ipairs({
+        { { "events", "decode" }, {}, "events decode needs FEISHU_ENCRYPT_KEY or FEISHU_VERIFICATION_TOKEN" },
+        { { "events", "decode", "extra" }, EVENT_ENV, "events decode reads the body from stdin" },
+        { { "events", "decode", "--max-skew", "soon" }, EVENT_ENV, "--max-skew must be a number of seconds, or off" },
+        { { "events", "decode", "--headers", "-" }, EVENT_ENV, "--headers cannot be stdin" },
+        { { "events", "decode", "--headers", "/nonexistent/h" }, EVENT_ENV, "--headers cannot read" },
+        { { "events", "push" }, EVENT_ENV, "events push needs exactly one URL" },
+        { { "events", "push", "ftp://x/y" }, EVENT_ENV, "events push needs the URL of a receiver" },
+        { { "events", "push", fake.url .. "/sink", "--signature", "x" }, EVENT_ENV,
+          "--signature does not go with events push" },
+        { { "events", "subscribe", "helpdesk.ticket.created_v1", "--nonce", "1" }, EVENT_ENV,
+          "--nonce does not go with events subscribe" },
+        { { "events", "push", fake.url .. "/sink", "--timestamp", "yesterday" }, EVENT_ENV,
+          "--timestamp must be Unix seconds" },
+      }) do
+        local rc, out, err = helpdesk(c[1], { env = c[2], stdin = EVENT })
+        assert.are.equal(2, rc, table.concat(c[1], " ") .. ": " .. err)
+        assert.are.equal("", out)
+        assert.matches("helpdesk: " .. c[3], err, 1, true)
+      end
+      local rc, _, err = helpdesk({ "events", "push", fake.url .. "/sink" }, { env = EVENT_ENV, stdin = "[1, 2]" })
+      assert.are.equal(2, rc)
+      assert.matches("stdin is not a JSON object", err, 1, true)
+      assert.are.equal(0, #fake.requests_to("/sink"))
+    end)
+
+    it("push: encrypts and signs as Feishu does, which openssl checks and decode reads back", function()
+      fake.fault({ path = "/sink/events", status = 200, body = '{"ok":"pushed"}', times = 1 })
+      local rc, out, err = helpdesk({ "events", "push", fake.url .. "/sink/events", "--verbose" },
+                                    { env = EVENT_ENV, stdin = EVENT })
+      assert.are.equal(0, rc, err)
+      assert.are.equal('{"ok":"pushed"}\n', out)
+      no_secrets(out, err)
+      local got = fake.requests_to("/sink/events")
+      assert.are.equal(1, #got)
+      local h, body = got[1].headers, got[1].body
+      assert.matches('^{"encrypt":"[%w+/]+=*"}$', body)
+      assert.are.equal(EVENT, openssl.decrypt(KEY, cjson.decode(body).encrypt))
+      assert.are.equal(openssl.signature(h["x-lark-request-timestamp"], h["x-lark-request-nonce"], KEY, body),
+                       h["x-lark-signature"])
+      assert.is_true(math.abs(tonumber(h["x-lark-request-timestamp"]) - os.time()) <= 5)
+      assert.matches("^%x+$", h["x-lark-request-nonce"])
+      assert.are.equal("application/json; charset=utf-8", h["content-type"])
+      -- and decode reads it back
+      rc, out, err = helpdesk({ "events", "decode", "--timestamp", h["x-lark-request-timestamp"], "--nonce",
+                                h["x-lark-request-nonce"], "--signature", h["x-lark-signature"] },
+                              { env = EVENT_ENV, stdin = body })
+      assert.are.equal(0, rc, err)
+      assert.are.equal("e-cli-1", cjson.decode(out).event_id)
+    end)
+
+    it("push: plain without an encrypt key; a refusal exits 1, no receiver 4", function()
+      fake.reset()
+      local rc, out, err = helpdesk({ "events", "push", fake.url .. "/sink/plain", "--timestamp", "1700000000",
+                                      "--nonce", "n1" }, { stdin = EVENT })
+      assert.are.equal(1, rc) -- the fake answers 404 there
+      assert.are.same({ code = 404, msg = "404 page not found" }, cjson.decode(out))
+      assert.matches("helpdesk: helpdesk http error (HTTP 404): the receiver did not take the event: ", err, 1, true)
+      local got = fake.requests_to("/sink/plain")[1]
+      assert.are.equal(EVENT, got.body)
+      assert.are.equal("1700000000", got.headers["x-lark-request-timestamp"])
+      assert.are.equal("n1", got.headers["x-lark-request-nonce"])
+      assert.is_nil(got.headers["x-lark-signature"])
+      rc, out, err = helpdesk({ "events", "push", "http://127.0.0.1:1/events" }, { env = EVENT_ENV, stdin = EVENT })
+      assert.are.equal(4, rc, err)
+      assert.are.equal("", out)
+      assert.matches("helpdesk: helpdesk transport error: ", err, 1, true)
+      no_secrets(out, err)
     end)
   end)
 

@@ -398,4 +398,21 @@ describe("helpdesk.core cryptography", function()
     assert.has_error(function() core.aes256cbc_decrypt(key, iv, nil) end)
     assert.has_error(function() core.aes256cbc_decrypt({}, iv, ct) end)
   end)
+
+  it("aes256cbc_encrypt: what openssl enc makes, byte for byte, for every padding length", function()
+    local key, iv = core.sha256("k"), openssl.unhex("000102030405060708090a0b0c0d0e0f")
+    for n = 0, 33 do
+      local plain = string.rep("y", n) .. (n > 0 and "\0" or "")
+      assert.are.equal(openssl.ciphertext("k", "000102030405060708090a0b0c0d0e0f", plain),
+                       core.aes256cbc_encrypt(key, iv, plain))
+    end
+    local function fails(why, ...)
+      local v, err = core.aes256cbc_encrypt(...)
+      assert.is_nil(v)
+      assert.are.equal(why, err)
+    end
+    fails("key must be 32 bytes", key:sub(2), iv, "x")
+    fails("iv must be 16 bytes", key, iv .. "x", "x")
+    assert.has_error(function() core.aes256cbc_encrypt(key, iv, nil) end)
+  end)
 end)

@@ -128,6 +128,88 @@ describe("errors", function()
     assert_no_secret(err, client)
   end)
 
+  it("never show the token a batch item went with, however many others took its place meanwhile", function()
+    local clock = require "helpdesk.clock"
+    local st = helpdesk.memory_store()
+    local key = "helpdesk:token:" .. fake.url .. " " .. fake.APP_ID
+    local function fresh_token()
+      local other = helpdesk.memory_store()
+      local c = fake.client({ store = other, rate_limit = false })
+      assert(c:list_ticket_messages(fake.TICKET, { page_size = 1 }))
+      c:close()
+      return other:get(key):match("^%S+ %S+ (.+)$")
+    end
+    local logged, posts = {}, 0
+    local batcher = fake.client({ store = st, rate_limit = false, logger = function(e)
+      if e.error then logged[#logged + 1] = e.error end
+      if e.event == "request" and e.method == "POST" then
+        posts = posts + 1
+        if posts >= 2 then -- after the slow first item went out, another worker refreshed
+          st:set(key, string.format("%.3f %.3f %s", clock.now() + 3000, clock.now() + 7000, fresh_token()), 7000)
+        end
+      end
+    end })
+    -- the first item: slow, then a 500 quoting its Authorization
+    fake.fault({ path = PATH, method = "POST", status = 500, delay = 0.5, body = "upstream failed: ",
+                 echo = "Authorization" })
+    local items = {}
+    for i = 1, 7 do items[i] = { ticket_id = fake.TICKET, msg_type = "text", content = { text = "b" .. i } } end
+    local results = assert(batcher:send_ticket_messages(items, { concurrency = 2 }))
+    local first
+    for _, q in ipairs(fake.requests_to(PATH)) do
+      if q.method == "POST" then first = q.headers.authorization:match("Bearer (.+)") break end
+    end
+    assert.is_table(results[1].err)
+    assert.matches("upstream failed", results[1].err.msg)
+    for i = 1, #items do
+      if results[i].err then assert.is_nil(tostring(results[i].err):find(first, 1, true), tostring(results[i].err)) end
+    end
+    for _, l in ipairs(logged) do assert.is_nil(l:find(first, 1, true), l) end
+  end)
+
+  it("never show in a log id quoting the request, on a success too, nor in one that is not a string", function()
+    local events = {}
+    local c = fake.client({ max_retries = 0, logger = function(e) events[#events + 1] = e end })
+    assert(c:send_ticket_message(fake.TICKET, TEXT))
+    local tok = fake.requests_to(PATH)[1].headers.authorization:match("Bearer (.+)")
+    local function clean(text)
+      text = tostring(text)
+      for _, secret in ipairs({ tok, fake.HELPDESK_TOKEN, fake.APP_SECRET }) do
+        assert.is_nil(text:find(secret, 1, true), text)
+      end
+    end
+    -- a 2xx the send cannot use; a page of messages that is no list; a success
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":0,"x":"',
+                 echo = "Authorization", echo_header = "X-Tt-Logid" })
+    local _, err = c:send_ticket_message(fake.TICKET, TEXT)
+    clean(err)
+    clean(err.log_id)
+    fake.fault({ path = PATH, method = "GET", status = 200, body = '{"code":0,"data":{"messages":{"a":1}}}',
+                 echo = "Authorization", echo_header = "X-Tt-Logid" })
+    _, err = c:list_ticket_messages(fake.TICKET)
+    clean(err)
+    events = {}
+    fake.fault({ path = PATH, method = "POST", status = 200, body = '{"code":0,"data":{"message_id":"om_1"}}',
+                 echo = "X-Lark-Helpdesk-Authorization", decode64 = true, echo_header = "X-Tt-Logid" })
+    local data, meta = c:send_ticket_message(fake.TICKET, TEXT)
+    assert.is_table(data)
+    if type(meta) == "table" then clean(meta.log_id) end
+    local responses = 0
+    for _, e in ipairs(events) do
+      if e.event == "response" then
+        responses = responses + 1
+        clean(e.log_id)
+      end
+    end
+    assert.are.equal(1, responses)
+    -- a log id that is a list quoting the request is no log id
+    fake.fault({ path = PATH, method = "GET", status = 400, logid = false,
+                 body = '{"code":99991499,"msg":"bad","error":{"log_id":["', echo = "Authorization", after = '"]}}' })
+    _, err = c:list_ticket_messages(fake.TICKET)
+    assert.is_nil(err.log_id)
+    clean(require("cjson").encode(err))
+  end)
+
   it("never show in a dump of the client, with a store of the caller's or not", function()
     local function dump(v, seen, out)
       if type(v) == "table" then

@@ -4,6 +4,7 @@ local helpdesk = require "helpdesk"
 local events = require "helpdesk.events"
 local errors = require "helpdesk.errors"
 local cjson = require "cjson"
+local core = require "helpdesk.core"
 local openssl = require "openssl"
 
 local KEY = "kE9-event-key-Secret"
@@ -88,6 +89,36 @@ describe("helpdesk.events", function()
     assert.are.equal("hello world", events.decrypt("test key", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="))
     refused("encrypt", events.decrypt("test keys", "P37w+VZImNgPEO1RBhJ6RtKl7n6zymIbEG1pReEzghk="))
     assert.are.equal("hello world", events.decrypt("test key", openssl.encrypt("test key", "hello world")))
+  end)
+
+  it("encrypts as Feishu does, what openssl decrypts, with a fresh IV each time", function()
+    for _, text in ipairs({ "", "x", ("a"):rep(16), ("b"):rep(17), "工单 ✓", ("z"):rep(5000) }) do
+      local a = assert(events.encrypt(KEY, text))
+      local b = assert(events.encrypt(KEY, text))
+      assert.are_not.equal(a, b)
+      assert.are.equal(text, openssl.decrypt(KEY, a))
+      assert.are.equal(text, events.decrypt(KEY, b))
+      -- IV, then whole blocks of padded ciphertext
+      assert.are.equal(16 + (math.floor(#text / 16) + 1) * 16, #assert(core.base64_decode(a)))
+    end
+    refused("encrypt_key", events.encrypt("", "x"))
+    refused("encrypt_key", events.encrypt(nil, "x"))
+    refused("plaintext", events.encrypt(KEY, 42))
+  end)
+
+  it("signs as Feishu does: hex SHA-256 of timestamp, nonce, key and body", function()
+    local body = '{"encrypt":"abc/def"}'
+    assert.are.equal(openssl.signature("1700000000", "42", KEY, body), events.signature("1700000000", "42", KEY, body))
+    refused("body", events.signature("1700000000", "42", KEY, nil))
+    refused("nonce", events.signature("1700000000", 42, KEY, body))
+    -- a request made so passes the receiver
+    local r = assert(events.new({ encrypt_key = KEY, verification_token = TOKEN }))
+    local enc = assert(events.encrypt(KEY, v2("helpdesk.ticket.created_v1", { ticket_id = "1" })))
+    body = cjson.encode({ encrypt = enc })
+    local ts = tostring(os.time())
+    local ev = assert(r:decode({ ["X-Lark-Request-Timestamp"] = ts, ["X-Lark-Request-Nonce"] = "n",
+                                 ["X-Lark-Signature"] = events.signature(ts, "n", KEY, body) }, body))
+    assert.are.equal("helpdesk.ticket.created_v1", ev.event_type)
   end)
 
   describe("new", function()
@@ -243,6 +274,34 @@ describe("helpdesk.events", function()
     assert.are.equal(50, ev.event.object.status)
     assert.are.equal(1, ev.event.old_object.status)
     assert.are.same({ { content = "closed by bot", id = 3 } }, ev.event.object.comments)
+    local now, before, code = events.ticket_status(ev)
+    assert.are.equal("closed_by_bot", now)
+    assert.are.equal("created", before)
+    assert.are.equal(50, code)
+  end)
+
+  it("reads a ticket's status by name, whatever the code's type, and nothing of other events", function()
+    local cases = { { 1, "created" }, { "2", "processing" }, { 3, "queued" }, { 4, "pending" },
+                    { 5, "waiting_for_user" }, { 51, "closed_by_agent" }, { "52", "closed_by_user" },
+                    { 77, "unknown" } }
+    for _, case in ipairs(cases) do
+      local t = {}
+      for k, v in pairs(TICKET_CREATED) do t[k] = v end
+      t.status = case[1]
+      local ev = assert(receiver:decode(push(v2("helpdesk.ticket.created_v1", t))))
+      local now, before, code = events.ticket_status(ev)
+      assert.are.equal(case[2], now)
+      assert.is_nil(before)
+      assert.are.equal(tonumber(case[1]), code)
+    end
+    local t = {}
+    for k, v in pairs(TICKET_CREATED) do t[k] = v end
+    t.status = nil
+    assert.is_nil((events.ticket_status(assert(receiver:decode(push(v2("helpdesk.ticket.created_v1", t)))))))
+    local msg = assert(receiver:decode(push(v2("helpdesk.ticket_message.created_v1",
+      { ticket = { ticket_id = "1" }, msg_type = "text", content = { content = "x", msg_type = "text" } }))))
+    assert.is_nil((events.ticket_status(msg)))
+    assert.is_nil((events.ticket_status({})))
   end)
 
   it("a v1 event_callback, plain and encrypted", function()

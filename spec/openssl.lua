@@ -65,6 +65,15 @@ function M.encrypt(encrypt_key, plaintext, iv_hex, nopad)
   return M.base64(unhex(iv_hex) .. M.ciphertext(encrypt_key, iv_hex, plaintext, nopad))
 end
 
+-- The plaintext of an "encrypt" value (base64 of the iv and the ciphertext),
+-- by `openssl base64 -d` and `openssl enc -d` (which checks the padding).
+function M.decrypt(encrypt_key, encrypt)
+  local raw = run("openssl base64 -d -A -in %s", encrypt)
+  local iv, ct = raw:sub(1, 16), raw:sub(17)
+  local iv_hex = iv:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+  return run("openssl enc -d -aes-256-cbc -K " .. M.sha256_hex(encrypt_key) .. " -iv " .. iv_hex .. " -in %s", ct)
+end
+
 -- Base64 of s on one line, by `openssl base64 -A`.
 function M.base64(s)
   return (run("openssl base64 -A -in %s", s):gsub("%s+$", ""))

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -667,6 +668,40 @@ static int core_aes256cbc_decrypt(lua_State *L) {
   return 1;
 }
 
+/* core.aes256cbc_encrypt(key, iv, plaintext) -> ciphertext, PKCS#7 padded
+ * (16 to 16 + #plaintext bytes, a multiple of 16)
+ * -> nil, reason: a key not of 32 bytes, an iv not of 16, a plaintext too
+ *    long for libcrypto, libcrypto failing.
+ * Raises only on arguments that are not strings. */
+static int core_aes256cbc_encrypt(lua_State *L) {
+  size_t key_len, iv_len, n, out_len;
+  const char *key = luaL_checklstring(L, 1, &key_len);
+  const char *iv = luaL_checklstring(L, 2, &iv_len);
+  const char *in = luaL_checklstring(L, 3, &n);
+  unsigned char *out;
+  int rc;
+  const char *why = NULL;
+  if (key_len != HD_AES_KEY_LEN) why = "key must be 32 bytes";
+  else if (iv_len != HD_AES_BLOCK) why = "iv must be 16 bytes";
+  else if (n > (size_t)INT_MAX - HD_AES_BLOCK) why = "plaintext too long";
+  if (why) {
+    lua_pushnil(L);
+    lua_pushstring(L, why);
+    return 2;
+  }
+  /* a userdata, collected with the rest: no free to forget if Lua raises */
+  out = (unsigned char *)lua_newuserdata(L, n / HD_AES_BLOCK * HD_AES_BLOCK + HD_AES_BLOCK);
+  rc = hd_aes256cbc_encrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n, out,
+                            &out_len);
+  if (rc != HD_DECRYPT_OK) {
+    lua_pushnil(L);
+    lua_pushstring(L, hd_decrypt_strerror(rc));
+    return 2;
+  }
+  lua_pushlstring(L, (const char *)out, out_len);
+  return 1;
+}
+
 /* core.equal(a, b) -> whether the strings are equal, compared in a time
  * that depends on their lengths only (CRYPTO_memcmp); strings of different
  * lengths are unequal at once (the length of a signature is no secret). */
@@ -810,6 +845,7 @@ static const luaL_Reg core_functions[] = {
     {"sha256", core_sha256},
     {"sha1", core_sha1},
     {"aes256cbc_decrypt", core_aes256cbc_decrypt},
+    {"aes256cbc_encrypt", core_aes256cbc_encrypt},
     {"equal", core_equal},
     {"random", core_random},
     {"pid", core_pid},

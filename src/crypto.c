@@ -67,6 +67,23 @@ int hd_aes256cbc_decrypt(const unsigned char *key, const unsigned char *iv, cons
   return HD_DECRYPT_OK;
 }
 
+int hd_aes256cbc_encrypt(const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t n,
+                         unsigned char *out, size_t *out_len) {
+  EVP_CIPHER_CTX *ctx;
+  int ok, len1 = 0, len2 = 0;
+  *out_len = 0;
+  if (n > (size_t)INT_MAX - HD_AES_BLOCK) return HD_DECRYPT_LENGTH; /* EVP counts in int */
+  ctx = EVP_CIPHER_CTX_new();
+  if (ctx == NULL) return HD_DECRYPT_OPENSSL;
+  /* EVP's own PKCS#7 padding (on by default): 1 to 16 bytes */
+  ok = EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv) == 1 &&
+       EVP_EncryptUpdate(ctx, out, &len1, in, (int)n) == 1 && EVP_EncryptFinal_ex(ctx, out + len1, &len2) == 1;
+  EVP_CIPHER_CTX_free(ctx);
+  if (!ok || (size_t)len1 + (size_t)len2 != (n / HD_AES_BLOCK + 1) * HD_AES_BLOCK) return HD_DECRYPT_OPENSSL;
+  *out_len = (size_t)len1 + (size_t)len2;
+  return HD_DECRYPT_OK;
+}
+
 const char *hd_decrypt_strerror(int rc) {
   switch (rc) {
     case HD_DECRYPT_OK: return "ok";

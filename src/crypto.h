@@ -36,7 +36,14 @@ int hd_sha1(size_t n, const char *const *p, const size_t *len, unsigned char out
 int hd_aes256cbc_decrypt(const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t n,
                          unsigned char *out, size_t *out_len);
 
-/* A sentence for a result of hd_aes256cbc_decrypt. */
+/* AES-256-CBC encryption of in[0..n) (n may be 0) with key[32] and iv[16],
+ * PKCS#7 padded, into out: room for n / 16 * 16 + 16 bytes, which is
+ * *out_len. Returns HD_DECRYPT_OK, HD_DECRYPT_LENGTH (n too large for EVP)
+ * or HD_DECRYPT_OPENSSL; the cipher context is freed on every path. */
+int hd_aes256cbc_encrypt(const unsigned char *key, const unsigned char *iv, const unsigned char *in, size_t n,
+                         unsigned char *out, size_t *out_len);
+
+/* A sentence for a result of hd_aes256cbc_decrypt or _encrypt. */
 const char *hd_decrypt_strerror(int rc);
 
 /* n bytes from libcrypto's generator into out. Returns 0, or -1 when it

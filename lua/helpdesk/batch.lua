@@ -123,7 +123,13 @@ function M.run(b)
         local i = job.i
         slot_job[r.slot] = nil
         in_flight = in_flight - 1
-        local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers, b.secrets)
+        -- the token this one went with, which others may have replaced
+        -- among the client's last ones meanwhile
+        local obj, err = transport.answer(r.status, r.status and r.body or r.error, r.headers, function()
+          local list = b.secrets()
+          list[#list + 1] = job.tok
+          return list
+        end)
         if b.log_response then b.log_response(jobs[i].url, obj, err, clock.now() - job.t0) end
         if obj then
           out[i] = { obj = obj, meta = err }

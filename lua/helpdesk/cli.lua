@@ -1,15 +1,18 @@
 --- The `helpdesk` command: send a ticket message, send a helpdesk-bot
--- message, list a ticket's messages (`helpdesk --help`; the README has
--- examples). bin/helpdesk is a two-line launcher of @{main}.
+-- message, list a ticket's messages, (un)subscribe to events, decode a
+-- pushed event, push one (`helpdesk --help`; the README has examples). bin/helpdesk is a two-line launcher of @{main}.
 -- @module helpdesk.cli
 local helpdesk = require "helpdesk"
 local config = require "helpdesk.config"
+local core = require "helpdesk.core"
+local events = require "helpdesk.events"
+local transport = require "helpdesk.transport"
 local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 local retry = require "helpdesk.retry"
 local clock = require "helpdesk.clock"
 
-local type, tostring, tonumber, ipairs, pairs, pcall = type, tostring, tonumber, ipairs, pairs, pcall
+local type, tostring, tonumber, ipairs, pairs, pcall, next = type, tostring, tonumber, ipairs, pairs, pcall, next
 local format, concat, floor = string.format, table.concat, math.floor
 
 local M = {}
@@ -62,6 +65,8 @@ Commands:
   messages TICKET   list a ticket's messages
   events subscribe|unsubscribe TYPE...
                     (un)subscribe the app to helpdesk events
+  events decode     check and decode an event Feishu pushed (body on stdin)
+  events push URL   push an event (JSON on stdin) to URL as Feishu does
   help [COMMAND]    this text, or a command's
 
 `helpdesk COMMAND --help` says more; `helpdesk --version` prints the version.
@@ -109,11 +114,38 @@ TIME is Unix seconds (1700000000), a UTC date or time (2024-05-01,
 ]==],
   events = [==[
 Usage: helpdesk events subscribe|unsubscribe TYPE...
+       helpdesk events decode [--timestamp TS --nonce N --signature SIG | --headers FILE] < body.json
+       helpdesk events push URL [--timestamp TS] [--nonce N] < event.json
 
-Subscribes the app to helpdesk events, or unsubscribes it (Feishu sends them
-only to apps subscribed this way as well as in the console). TYPE is one of
-helpdesk.ticket_message.created_v1, helpdesk.ticket.created_v1,
-helpdesk.ticket.updated_v1, helpdesk.notification.approve_v1.
+subscribe, unsubscribe: subscribes the app to helpdesk events, or
+unsubscribes it (Feishu sends them only to apps subscribed this way as well
+as in the console). TYPE is one of helpdesk.ticket_message.created_v1,
+helpdesk.ticket.created_v1, helpdesk.ticket.updated_v1,
+helpdesk.notification.approve_v1.
+
+decode: checks a body Feishu pushed to a callback URL (read from stdin, byte
+for byte) as a receiver does (decryption, URL verification, signature,
+timestamp, verification token) and prints the event, or the challenge, as
+one line of JSON. A body that fails a check exits 2, saying which.
+  --timestamp TS        X-Lark-Request-Timestamp of the request
+  --nonce N             X-Lark-Request-Nonce
+  --signature SIG       X-Lark-Signature
+  --headers FILE        the request's headers: "Name: value" lines (as
+                        curl -D writes them), or a JSON object; the three
+                        options above override it
+  --max-skew SECONDS    how far the timestamp may be from this host's clock
+                        (default 300); "off" for a request captured earlier
+
+push: encrypts and signs an event (a JSON object on stdin, sent as it is:
+its token should be the receiver's verification token) as Feishu does and
+POSTs it to URL; prints the receiver's answer. Without an encrypt key the
+event goes plain and unsigned. Exit 0 on a 2xx answer, 1 on another.
+  --timestamp TS        X-Lark-Request-Timestamp (default: now)
+  --nonce N             X-Lark-Request-Nonce (default: random)
+
+Secrets, for decode and push (flags override the environment):
+  --encrypt-key KEY            FEISHU_ENCRYPT_KEY: the subscription's Encrypt Key
+  --verification-token TOK     FEISHU_VERIFICATION_TOKEN (decode): its Verification Token
 ]==],
 }
 
@@ -129,7 +161,16 @@ local FLAGS = {
           user = false, ["user-id-type"] = true },
   messages = { since = true, ["until"] = true, format = true, ["page-size"] = true,
                progress = false, ["no-progress"] = false },
-  events = {},
+  events = { timestamp = true, nonce = true, signature = true, headers = true, ["max-skew"] = true,
+             ["encrypt-key"] = true, ["verification-token"] = true },
+}
+
+-- The flags of each events verb (the others are refused for it).
+local EVENTS_FLAGS = {
+  decode = { timestamp = true, nonce = true, signature = true, headers = true, ["max-skew"] = true,
+             ["encrypt-key"] = true, ["verification-token"] = true },
+  push = { timestamp = true, nonce = true, ["encrypt-key"] = true },
+  subscribe = {}, unsubscribe = {},
 }
 
 local Usage = {}
@@ -224,21 +265,22 @@ local MAX_INPUT = 1024 * 1024
 -- error: a directory, a closed stdin or a read error is bad input.
 local function read_file(flag, name, stdin)
   local f = stdin
+  local what = flag and ("--" .. flag .. " ") or ""
   if name ~= "-" then
     local err
     f, err = io.open(name, "rb")
-    if not f then return nil, usage("--" .. flag .. " cannot read " .. tostring(err)) end
+    if not f then return nil, usage(what .. "cannot read " .. tostring(err)) end
   end
   -- a message is at most a few hundred KiB: /dev/zero or `yes` is not one
   local ok, s, rerr = pcall(f.read, f, MAX_INPUT + 1)
   if name ~= "-" then f:close() end
   if ok and s == nil and rerr == nil then s = "" end -- empty
   if not ok or type(s) ~= "string" then
-    return nil, usage("--" .. flag .. " cannot read " .. (name == "-" and "stdin" or name) .. ": "
+    return nil, usage(what .. "cannot read " .. (name == "-" and "stdin" or name) .. ": "
       .. tostring(ok and (rerr or "nothing to read") or s))
   end
   if #s > MAX_INPUT then
-    return nil, usage("--" .. flag .. " " .. (name == "-" and "stdin" or name) .. " is larger than 1 MiB")
+    return nil, usage(what .. (name == "-" and "stdin" or name) .. " is larger than 1 MiB")
   end
   return s
 end
@@ -396,10 +438,167 @@ function commands.bot(pos, flags, out)
   return send_message(flags, out, msg, function(c, m) return c:bot_message(m) end)
 end
 
+-- --flag, else the environment variable, else nil ("" counts as not given).
+local function flag_or_env(flags, flag, name)
+  local v = flags[flag]
+  if v == nil then v = os.getenv(name) end
+  if v == "" then return nil end
+  return v
+end
+
+-- The request headers of --headers FILE: "Name: value" lines (a request or
+-- status line and blank lines skipped; a repeated name a list, which the
+-- receiver refuses), or a JSON object of names and values.
+local function headers_file(name, stdin)
+  local text, err = read_file("headers", name, stdin)
+  if not text then return nil, err end
+  if text:match("^%s*{") then
+    local v = json.decode(text)
+    if type(v) ~= "table" then return nil, usage("--headers " .. name .. " is not a JSON object") end
+    return v
+  end
+  local h = {}
+  for line in text:gmatch("[^\n]+") do
+    local k, v = line:gsub("\r$", ""):match("^([!#$%%&'*+%-.^_`|~%w]+):[ \t]*(.-)[ \t]*$")
+    if k then
+      local prev = h[k]
+      if prev == nil then h[k] = v
+      elseif type(prev) == "table" then prev[#prev + 1] = v
+      else h[k] = { prev, v } end
+    end
+  end
+  return h
+end
+
+-- helpdesk events decode: a pushed body on stdin, checked and printed.
+local function decode_event(flags, out)
+  local opts = { encrypt_key = flag_or_env(flags, "encrypt-key", "FEISHU_ENCRYPT_KEY"),
+                 verification_token = flag_or_env(flags, "verification-token", "FEISHU_VERIFICATION_TOKEN") }
+  if not opts.encrypt_key and not opts.verification_token then
+    return nil, usage("events decode needs FEISHU_ENCRYPT_KEY or FEISHU_VERIFICATION_TOKEN (or --encrypt-key, "
+      .. "--verification-token)")
+  end
+  local skew = flags["max-skew"]
+  if skew == "off" then opts.max_skew = false
+  elseif skew ~= nil then
+    opts.max_skew = tonumber(skew)
+    if not opts.max_skew then return nil, usage("--max-skew must be a number of seconds, or off") end
+  end
+  local receiver, err = events.new(opts)
+  if not receiver then return nil, err end
+  if flags.headers == "-" then return nil, usage("--headers cannot be stdin: the body is read from there") end
+  local headers = {}
+  if flags.headers then
+    headers, err = headers_file(flags.headers, out.stdin)
+    if not headers then return nil, err end
+  end
+  for flag, name in pairs({ timestamp = "X-Lark-Request-Timestamp", nonce = "X-Lark-Request-Nonce",
+                            signature = "X-Lark-Signature" }) do
+    if flags[flag] then
+      -- the flag replaces the file's header, whatever its case there
+      for k in pairs(headers) do
+        if type(k) == "string" and k:lower() == name:lower() then headers[k] = nil end
+      end
+      headers[name] = flags[flag]
+    end
+  end
+  local body
+  body, err = read_file(nil, "-", out.stdin)
+  if not body then return nil, err end
+  local ev
+  ev, err = receiver:decode(headers, body)
+  if not ev then return nil, err end
+  return write_out(out, json_line(ev), true)
+end
+
+-- An http(s) URL libcurl may be given: no whitespace or control characters.
+local function push_url(url)
+  if type(url) ~= "string" or not url:match("^[Hh][Tt][Tt][Pp][Ss]?://[^/?#]") or url:find("[%s%c]") then
+    return nil, usage("events push needs the URL of a receiver: http:// or https://, without spaces")
+  end
+  return url
+end
+
+-- helpdesk events push URL: an event on stdin, sent as Feishu sends it.
+local function push_event(url, flags, out)
+  local ok, err = push_url(url)
+  if not ok then return nil, err end
+  local key = flag_or_env(flags, "encrypt-key", "FEISHU_ENCRYPT_KEY")
+  local event
+  event, err = read_file(nil, "-", out.stdin)
+  if not event then return nil, err end
+  local v = json.decode(event)
+  if type(v) ~= "table" or (v[1] ~= nil or next(v) == nil) then
+    return nil, usage("stdin is not a JSON object (the event to push)")
+  end
+  local ts = flags.timestamp or tostring(os.time())
+  if not ts:match("^%d+$") then return nil, usage("--timestamp must be Unix seconds") end
+  local nonce = flags.nonce
+  if nonce == nil then
+    local got, bytes = pcall(core.random, 8)
+    if not got then return nil, errors.new("invalid", { field = "nonce", msg = "no random nonce: " .. bytes }) end
+    nonce = tostring((bytes:gsub(".", function(c) return format("%02x", c:byte()) end)))
+  end
+  local body = event
+  local headers = { ["Content-Type"] = "application/json; charset=utf-8", ["X-Lark-Request-Timestamp"] = ts,
+                    ["X-Lark-Request-Nonce"] = nonce }
+  if key then
+    local enc
+    enc, err = events.encrypt(key, event)
+    if not enc then return nil, err end
+    body = '{"encrypt":"' .. enc .. '"}'
+    headers["X-Lark-Signature"], err = events.signature(ts, nonce, key, body)
+    if not headers["X-Lark-Signature"] then return nil, err end
+  end
+  for _, h in pairs(headers) do
+    if h:find("[%c]") then return nil, usage("--nonce and --timestamp must not hold control characters") end
+  end
+  local opts
+  opts, err = client_options(flags, out)
+  if not opts then return nil, err end
+  local h = core.new()
+  if not h then return nil, errors.new("transport", { msg = "curl_easy_init failed", sent = false }) end
+  local called, status, answer, answer_headers = pcall(h.request, h, {
+    method = "POST", url = url, headers = headers, body = body, timeout = opts.timeout,
+    ca_file = opts.ca_file, proxy = opts.proxy, max_body = MAX_INPUT,
+  })
+  h:close()
+  if not called then return nil, usage("events push: " .. tostring(status)) end
+  if flags.verbose then
+    out.err:write("helpdesk: push POST ", url, " ", key and "encrypted, signed" or "plain",
+                  " status=", tostring(status), "\n")
+  end
+  if not status then
+    local _, terr = transport.answer(nil, answer, answer_headers, nil, "POST")
+    return nil, terr
+  end
+  local written, werr = write_out(out, answer .. ((answer == "" or answer:sub(-1) == "\n") and "" or "\n"), true)
+  if not written then return nil, werr end
+  if status < 200 or status > 299 then
+    return nil, errors.new("http", { status = status,
+      msg = "the receiver did not take the event" .. (answer ~= "" and (": " .. errors.excerpt(answer, {})) or "") })
+  end
+  return true
+end
+
 function commands.events(pos, flags, out)
   local verb = pos[1]
-  if verb ~= "subscribe" and verb ~= "unsubscribe" then
-    return nil, usage("events needs subscribe or unsubscribe, then event types (see helpdesk events --help)")
+  local allowed = EVENTS_FLAGS[verb]
+  if not allowed then
+    return nil, usage("events needs subscribe, unsubscribe, decode or push (see helpdesk events --help)")
+  end
+  for name in pairs(FLAGS.events) do
+    if flags[name] ~= nil and not allowed[name] then
+      return nil, usage("--" .. name .. " does not go with events " .. verb)
+    end
+  end
+  if verb == "decode" then
+    if #pos ~= 1 then return nil, usage("events decode reads the body from stdin and takes no argument") end
+    return decode_event(flags, out)
+  end
+  if verb == "push" then
+    if #pos ~= 2 then return nil, usage("events push needs exactly one URL") end
+    return push_event(pos[2], flags, out)
   end
   if #pos < 2 then return nil, usage("events " .. verb .. " needs at least one event type") end
   local types = {}

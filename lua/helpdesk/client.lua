@@ -90,7 +90,19 @@ local function closed_error()
 end
 
 -- attempt: { timeout =, connect_timeout = } of this one exchange.
-local function core_request(c, method, url, headers, body, attempt)
+-- The secrets of c and the token a request went with: another may have
+-- taken its place among the tokens c used last meanwhile.
+local function secrets_with(p, tok)
+  if not tok then return p.secrets end
+  return function()
+    local list = p.secrets()
+    list[#list + 1] = tok
+    return list
+  end
+end
+M.secrets_with = secrets_with
+
+local function core_request(c, method, url, headers, body, attempt, tok)
   local p = private[c]
   if c.logger then emit(c, { event = "request", method = method, url = url }) end
   -- the logger may have closed the client
@@ -101,7 +113,7 @@ local function core_request(c, method, url, headers, body, attempt)
     timeout = attempt.timeout, connect_timeout = attempt.connect_timeout,
     max_body = c.max_body_size, ca_file = c.ca_file, ca_path = c.ca_path,
     insecure = c.insecure, proxy = p.proxy,
-  }, p.secrets)
+  }, secrets_with(p, tok))
   if c.logger then emit(c, response_event(c, method, url, obj, err, clock.now() - t0)) end
   return obj, err
 end
@@ -326,7 +338,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   local max_retries = call_opts.max_retries or c.max_retries
   local limiter = p.limits and p.limits[endpoint]
   local retries, refreshed = 0, false
-  local obj, err
+  local obj, err, used_tok
   local ok, why = ready(p)
   if not ok then return nil, why end
   while true do
@@ -337,6 +349,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
       break
     end
     tok, err = p.tokens:get(attempt)
+    used_tok = tok or used_tok
     if tok and limiter then
       -- a slot that leaves no time for the exchange (a sleep may run over
       -- a little) is past the budget too
@@ -355,7 +368,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
         break
       end
       if method == "POST" then p.posted = p.posted + 1 end
-      obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body, attempt)
+      obj, err = core_request(c, method, url, helpdesk_headers(p, tok, method), body, attempt, tok)
       if obj then break end
     end
     -- a failed token fetch is as safe to repeat as a GET
@@ -376,7 +389,7 @@ local function call(c, endpoint, method, path, query, body, call_opts)
   if not obj then
     err.retries = retries
     mark_maybe_delivered(method, err)
-    return nil, errors.redact(err, secrets_of(c))
+    return nil, errors.redact(err, secrets_with(p, used_tok)())
   end
   local meta = err
   if type(obj.data) ~= "table" then

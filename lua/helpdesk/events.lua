@@ -25,12 +25,13 @@ local openresty = require "helpdesk.openresty"
 local store = require "helpdesk.store"
 local validate = require "helpdesk.validate"
 
-local type, pairs, next, tostring, tonumber, setmetatable, getmetatable, pcall = type, pairs, next, tostring,
-  tonumber, setmetatable, getmetatable, pcall
+local type, pairs, ipairs, next, tostring, tonumber, setmetatable, getmetatable, pcall = type, pairs, ipairs, next,
+  tostring, tonumber, setmetatable, getmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
 local tointeger = math.tointeger or function(x) return x end
-local sha256, sha1, equal, base64_decode, aes_decrypt = core.sha256, core.sha1, core.equal, core.base64_decode,
-  core.aes256cbc_decrypt
+local sha256, sha1, equal, base64, base64_decode = core.sha256, core.sha1, core.equal, core.base64,
+  core.base64_decode
+local aes_decrypt, aes_encrypt = core.aes256cbc_decrypt, core.aes256cbc_encrypt
 local invalid = errors.invalid
 
 local M = {
@@ -191,6 +192,44 @@ function M.decrypt(encrypt_key, encrypt)
   local plain = decrypt(sha256(encrypt_key), encrypt)
   if not plain then return nil, invalid("encrypt", "does not decrypt (wrong encrypt_key, or a damaged payload)") end
   return plain
+end
+
+--- Encrypts plaintext into an `encrypt` value as Feishu makes it (the
+-- counterpart of @{decrypt}): base64 of a random 16-byte IV and the
+-- AES-256-CBC ciphertext under SHA-256(`encrypt_key`), PKCS#7 padded. For
+-- pushing test events to one's own receiver (`helpdesk events push`).
+-- @string encrypt_key
+-- @string plaintext
+-- @treturn[1] string the base64 text to put in `{"encrypt": …}`
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid` (never showing the key)
+function M.encrypt(encrypt_key, plaintext)
+  if type(encrypt_key) ~= "string" or encrypt_key == "" then
+    return nil, invalid("encrypt_key", "must be a non-empty string")
+  end
+  if type(plaintext) ~= "string" then return nil, invalid("plaintext", "must be a string") end
+  local ok, iv = pcall(core.random, 16)
+  if not ok then return nil, invalid("encrypt", "no random IV: " .. tostring(iv)) end
+  local ct, why = aes_encrypt(sha256(encrypt_key), iv, plaintext)
+  if not ct then return nil, invalid("plaintext", "cannot be encrypted: " .. tostring(why)) end
+  return base64(iv .. ct)
+end
+
+--- The `X-Lark-Signature` of a request: lower-case hex SHA-256 of the
+-- timestamp, the nonce, the encrypt key and the raw body, as Feishu signs.
+-- @string timestamp `X-Lark-Request-Timestamp` (Unix seconds, as text)
+-- @string nonce `X-Lark-Request-Nonce`
+-- @string encrypt_key
+-- @string body the raw body, byte for byte
+-- @treturn[1] string 64 hex digits
+-- @return[2] nil
+-- @treturn[2] helpdesk.errors.Error `invalid`
+function M.signature(timestamp, nonce, encrypt_key, body)
+  for _, a in ipairs({ { "timestamp", timestamp }, { "nonce", nonce }, { "encrypt_key", encrypt_key },
+                       { "body", body } }) do
+    if type(a[2]) ~= "string" then return nil, invalid(a[1], "must be a string") end
+  end
+  return hex(sha256(timestamp, nonce, encrypt_key, body))
 end
 
 --- A receiver, made by @{new}.
@@ -794,6 +833,42 @@ function M.sender(ev)
     end
   end
   return s
+end
+
+-- Ticket status codes (API-NOTES: the helpdesk ticket's status).
+local TICKET_STATUSES = {
+  [1] = "created", [2] = "processing", [3] = "queued", [4] = "pending", [5] = "waiting_for_user",
+  [50] = "closed_by_bot", [51] = "closed_by_agent", [52] = "closed_by_user",
+}
+M.TICKET_STATUSES = TICKET_STATUSES
+
+--- The status of the ticket of a ticket event, by name: `"created"`,
+-- `"processing"`, `"queued"`, `"pending"`, `"waiting_for_user"`,
+-- `"closed_by_bot"`, `"closed_by_agent"` or `"closed_by_user"` (a code
+-- Feishu has not documented reads `"unknown"`); and for an updated ticket,
+-- the status before, when it changed (`old_object.status`).
+-- @tab ev an event from @{Receiver:decode}
+-- @treturn string|nil the status, nil for other events or when not given
+-- @treturn string|nil the status before, for `helpdesk.ticket.updated_v1`
+-- @treturn int|nil the status code
+function M.ticket_status(ev)
+  local e = body_of(ev)
+  if not e then return nil end
+  local now, before
+  if ev.event_type == "helpdesk.ticket.created_v1" then
+    now = e.status
+  elseif ev.event_type == "helpdesk.ticket.updated_v1" then
+    now = type(e.object) == "table" and e.object.status
+    before = type(e.old_object) == "table" and e.old_object.status
+  else
+    return nil
+  end
+  local function name(code)
+    code = tonumber(code)
+    if not code then return nil end
+    return TICKET_STATUSES[code] or "unknown"
+  end
+  return name(now), name(before), tonumber(now)
 end
 
 --- The plain text of a ticket message event of type text

@@ -169,7 +169,12 @@ local RECENT = 4
 function Token:used(tok)
   local recent = self.recent
   if recent[1] ~= tok then
-    for i = min(#recent, RECENT - 1), 1, -1 do recent[i + 1] = recent[i] end
+    -- to the front, once: tokens that come round again push no other out
+    local at = #recent + 1
+    for i = 2, #recent do
+      if recent[i] == tok then at = i break end
+    end
+    for i = min(at, RECENT) - 1, 1, -1 do recent[i + 1] = recent[i] end
     recent[1] = tok
   end
   return tok

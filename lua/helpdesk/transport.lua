@@ -12,12 +12,25 @@ local function excerpt(text, secrets)
   return errors.excerpt(text, secrets and secrets() or {})
 end
 
-local function log_id_of(headers, body)
+-- The answer's log id, as a string, its secrets redacted: a gateway may
+-- quote the request there, on a success too; anything else (a table, a
+-- number) is none.
+local function log_id_of(headers, body, secrets)
   local id = headers["x-tt-logid"] or headers["x-request-id"]
   if id == nil and type(body) == "table" and type(body.error) == "table" then
     id = body.error.log_id
   end
-  return id
+  if type(id) ~= "string" then return nil end
+  -- the common case cheaply: a short id of plain characters holding no
+  -- secret as it is (escaped forms need a backslash, which takes the long way)
+  if #id <= 120 and not id:find("[^%w%-_.:]") then
+    local list = secrets and secrets() or {}
+    for i = 1, #list do
+      if id:find(list[i], 1, true) then return excerpt(id, secrets) end
+    end
+    return id
+  end
+  return excerpt(id, secrets)
 end
 
 
@@ -73,7 +86,7 @@ function M.answer(status, body, headers, secrets, method)
 
   local decoded = json.decode(body)
   local obj = type(decoded) == "table" and decoded or nil
-  local log_id = log_id_of(headers, obj)
+  local log_id = log_id_of(headers, obj, secrets)
   local meta = { status = status, log_id = log_id }
   local code = obj and obj.code
   local msg = obj and type(obj.msg) == "string" and obj.msg or nil
