@@ -12,6 +12,8 @@ CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 # OpenSSL's libcrypto: SHA-256 and AES-256-CBC for the events (src/crypto.c)
 CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
 CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
+# hiredis: the Redis store's connection (src/redis.c)
+HIREDIS_LIBS ?= $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 CC ?= cc
 SHELL = /bin/bash
 CFLAGS ?= -O2 -g
@@ -19,15 +21,16 @@ WARN = -std=c99 -Wall -Wextra -Werror -pedantic
 BUILD = build
 CORE = $(BUILD)/lua/$(LUA_VERSION)/helpdesk/core.so
 CORES = $(foreach v,$(LUA_VERSIONS),$(BUILD)/lua/$(v)/helpdesk/core.so)
-CORE_SRC = src/core.c src/wire.c src/crypto.c
-CORE_HDR = src/compat.h src/wire.h src/crypto.h
+CORE_SRC = src/core.c src/wire.c src/crypto.c src/redis.c
+CORE_HDR = src/compat.h src/wire.h src/crypto.h src/redis.h
 
 # Debian packages the project needs; `make deps` installs the missing ones.
 DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev libssl-dev \
        lua5.1 lua5.2 lua5.3 lua5.4 liblua5.1-0-dev liblua5.2-dev liblua5.3-dev liblua5.4-dev \
        luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
-       clang libclang-rt-14-dev lua-ldoc lua-markdown
+       clang libclang-rt-14-dev lua-ldoc lua-markdown \
+       redis-server libhiredis-dev lua-nginx-redis
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;
@@ -57,17 +60,17 @@ build-all: $(CORES)
 
 $(CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS) -lpthread
 
 $(BUILD)/lua/%/helpdesk/core.so: $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(call lua_incdir,$*) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
+	$(CC) $(WARN) $(CFLAGS) -fPIC -shared -I$(call lua_incdir,$*) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS) -lpthread
 
 # The C core under AddressSanitizer and UBSan (clang); the spec suite runs on
 # it with the ASan runtime preloaded into the interpreter.
 $(ASAN_CORE): $(CORE_SRC) $(CORE_HDR)
 	@mkdir -p $(dir $@)
-	clang $(WARN) -O1 -g $(SAN_FLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) -lpthread
+	clang $(WARN) -O1 -g $(SAN_FLAGS) -fPIC -shared -I$(LUA_INCDIR) $(CURL_CFLAGS) $(CRYPTO_CFLAGS) -o $@ $(CORE_SRC) $(CURL_LIBS) $(CRYPTO_LIBS) $(HIREDIS_LIBS) -lpthread
 
 sanitize: deps $(ASAN_CORE)
 	tools/sanitize

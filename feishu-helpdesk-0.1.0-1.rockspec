@@ -22,15 +22,17 @@ external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
   -- OpenSSL's libcrypto (Debian: libssl-dev), for the events' SHA-256 and AES
   OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  -- hiredis (Debian: libhiredis-dev), the Redis store's connection
+  HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
 build = {
   type = "builtin",
   modules = {
     ["helpdesk.core"] = {
-      sources = { "src/core.c", "src/wire.c", "src/crypto.c" },
-      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)" },
-      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)" },
-      libraries = { "curl", "crypto", "pthread" },
+      sources = { "src/core.c", "src/wire.c", "src/crypto.c", "src/redis.c" },
+      incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
+      libraries = { "curl", "crypto", "hiredis", "pthread" },
     },
     helpdesk = "lua/helpdesk.lua",
     ["helpdesk.batch"] = "lua/helpdesk/batch.lua",
@@ -44,6 +46,7 @@ build = {
     ["helpdesk.message"] = "lua/helpdesk/message.lua",
     ["helpdesk.openresty"] = "lua/helpdesk/openresty.lua",
     ["helpdesk.ratelimit"] = "lua/helpdesk/ratelimit.lua",
+    ["helpdesk.redis_store"] = "lua/helpdesk/redis_store.lua",
     ["helpdesk.retry"] = "lua/helpdesk/retry.lua",
     ["helpdesk.store"] = "lua/helpdesk/store.lua",
     ["helpdesk.thread"] = "lua/helpdesk/thread.lua",

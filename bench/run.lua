@@ -294,4 +294,53 @@ results.batch = { rate = rate, ratio = rate / 50, answered_429 = answered_429, f
 fake.config({ latency = false, rate_limits = false })
 
 events_row(have_node)
+
+-- 7. the cost of a send with the Redis store vs the table store, the
+-- limiter on with limits out of reach (every call reserves, none waits),
+-- alternated round by round; then the round trips to Redis per send,
+-- counted where the commands leave a connection
+local redis_server = require "redis_server"
+local redis = redis_server.start()
+-- Redis on the fake's core, as a host's Redis is elsewhere
+local redis_pid = io.open(redis.dir .. "/redis.pid"):read("*n")
+os.execute("taskset -pc 1 " .. redis_pid .. " >/dev/null 2>&1")
+local high = { ticket_message = { per_second = 1000000, per_minute = 1000000 } }
+local on_table = fake.client({ rate_limit = high })
+local on_redis = fake.client({ rate_limit = high, store = { redis = redis.url } })
+module_sends(on_table, 200)
+module_sends(on_redis, 200)
+local st_t, st_r = {}, {}
+for round = 1, ROUNDS do
+  collectgarbage()
+  st_t[round] = module_sends(on_table, SENDS)
+  st_r[round] = module_sends(on_redis, SENDS)
+  io.stderr:write(string.format("store round %d/%d done\n", round, ROUNDS))
+end
+on_redis:close()
+local connect, trips = core.redis_connect, 0
+core.redis_connect = function(...)
+  local conn, err = connect(...)
+  if not conn then return nil, err end
+  return setmetatable({}, { __index = function(_, k)
+    if k == "command" then
+      return function(_, ...)
+        trips = trips + 1
+        return conn:command(...)
+      end
+    end
+    return function(_, ...) return conn[k](conn, ...) end
+  end })
+end
+local counted = fake.client({ rate_limit = high, store = { redis = redis.url } })
+module_sends(counted, 10) -- connects, fetches the token, loads the script
+trips = 0
+module_sends(counted, 1000)
+core.redis_connect = connect
+counted:close()
+redis_server.finish(redis)
+row("7. sends/s, Redis store vs table store", median(st_r), median(st_t), nil, "requests/s")
+print(string.format("   round trips to Redis per send: %.2f (the slot's EVALSHA; the token is read once a second)",
+  trips / 1000))
+results.redis_round_trips_per_send = trips / 1000
+
 write_results()

@@ -41,7 +41,9 @@ end
 -- `helpdesk_id` and `helpdesk_token`; and optionally `base_url` (a URL,
 -- `"feishu"` or `"lark"`), `timeout`, `connect_timeout`, `max_body_size`,
 -- `ca_file`, `ca_path`, `insecure`, `proxy`, `user_agent`, `max_retries`,
--- `budget`, `max_rate_limit_wait`, `rate_limit`, `store`, `logger`, and inside nginx
+-- `budget`, `max_rate_limit_wait`, `rate_limit`, `store` (a store object, or
+-- `{ redis = "redis://…", prefix =, timeout = }` shared by several hosts),
+-- `store_share`, `logger`, and inside nginx
 -- `thread_pool`, `shared_dict`, `allow_blocking` (the README's table says
 -- what each does). An unknown option is an error.
 -- @treturn[1] helpdesk.client.Client the client

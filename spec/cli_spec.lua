@@ -42,7 +42,7 @@ local function helpdesk(args, opts)
   for k, v in pairs(opts.env or {}) do env[k] = v or nil end
   local parts = { "env -u FEISHU_BASE_URL -u FEISHU_APP_ID -u FEISHU_APP_SECRET -u FEISHU_HELPDESK_ID",
                   "-u FEISHU_HELPDESK_TOKEN -u FEISHU_TENANT_ACCESS_TOKEN -u FEISHU_ENCRYPT_KEY",
-                  "-u FEISHU_VERIFICATION_TOKEN ASAN_OPTIONS=detect_leaks=0",
+                  "-u FEISHU_VERIFICATION_TOKEN -u FEISHU_REDIS_URL ASAN_OPTIONS=detect_leaks=0",
                   "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath) }
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. quote(v) end
   parts[#parts + 1] = LUA .. " bin/helpdesk"
@@ -255,6 +255,43 @@ describe("the helpdesk command", function()
       assert.are.equal(4, rc, err)
       assert.matches("99991400", err, 1, true)
       assert.are.equal(1, #fake.requests_to(PATH))
+    end)
+  end)
+
+  describe("on several hosts", function()
+    local redis_server = require "redis_server"
+    local redis
+    setup(function() redis = redis_server.start({ password = "cli-redis-pass" }) end)
+    teardown(function() redis_server.finish(redis) end)
+
+    it("shares the token through Redis with --redis or FEISHU_REDIS_URL: one fetch for three runs", function()
+      local url = redis.url .. "/4"
+      for i, opts in ipairs({ { args = { "--redis", url } }, { args = { "--redis=" .. url } },
+                              { args = {}, env = { FEISHU_REDIS_URL = url } } }) do
+        local args = { "send", fake.TICKET, "--text", "run " .. i }
+        for _, a in ipairs(opts.args) do args[#args + 1] = a end
+        local rc, _, err = helpdesk(args, { env = opts.env })
+        assert.are.equal(0, rc, err)
+      end
+      assert.are.equal(1, fake.state().token_count)
+      assert.are.equal(3, #fake.requests_to(PATH))
+    end)
+
+    it("refuses a bad URL, sending nothing and showing no password", function()
+      local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--redis", "redis://:cli-redis-pass@h:0" })
+      assert.are.equal(cli.USAGE, rc)
+      assert.are.equal("", out)
+      assert.matches("store.redis must be redis://", err, 1, true)
+      assert.is_nil(err:find("cli-redis-pass", 1, true))
+      assert.are.equal(0, #fake.requests())
+    end)
+
+    it("goes on without Redis, saying so with --verbose, never with the password", function()
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--verbose",
+                                    "--redis", "redis://:cli-redis-pass@127.0.0.1:1" })
+      assert.are.equal(0, rc, err)
+      assert.matches("helpdesk: store_fallback", err, 1, true)
+      assert.is_nil(err:find("cli-redis-pass", 1, true))
     end)
   end)
 

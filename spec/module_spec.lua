@@ -11,7 +11,8 @@ local function run_with_env(env, code)
   -- are still caught, but LeakSanitizer's exit-time tracer has crashed in
   -- such children (a fault of its own, "Tracer caught signal 11"); leaks are
   -- checked in the spec process itself.
-  local cmd = string.format("env -u FEISHU_TENANT_ACCESS_TOKEN ASAN_OPTIONS=detect_leaks=0 %s LUA_PATH='%s' "
+  local cmd = string.format("env -u FEISHU_TENANT_ACCESS_TOKEN -u FEISHU_REDIS_URL ASAN_OPTIONS=detect_leaks=0 "
+    .. "%s LUA_PATH='%s' "
     .. "LUA_CPATH='%s' %s -e %q 2>&1",
     table.concat(parts, " "), package.path, package.cpath, lua, code)
   local p = assert(io.popen(cmd))
@@ -76,6 +77,27 @@ describe("module functions", function()
     ]])
     assert.matches("^om_%x+\n$", out)
     assert.are.equal(1, #fake.requests_to(PATH))
+  end)
+
+  it("share the token of other processes through FEISHU_REDIS_URL", function()
+    local redis_server = require "redis_server"
+    local redis = redis_server.start()
+    finally(function() redis_server.finish(redis) end)
+    local env = {
+      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
+      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
+      FEISHU_REDIS_URL = redis.url .. "/6",
+    }
+    local outs = {}
+    for i = 1, 2 do
+      outs[i] = run_with_env(env, [[
+        local h = require "helpdesk"
+        local d, e = h.send_ticket_message("]] .. fake.TICKET .. [[", { msg_type = "text", content = { text = "r" } })
+        print(d and d.message_id or tostring(e))
+      ]])
+    end
+    for i = 1, 2 do assert.matches("^om_%x+\n$", outs[i]) end
+    assert.are.equal(1, fake.state().token_count)
   end)
 
   it("say which variable is missing from the environment", function()

@@ -25,11 +25,12 @@ end
 
 -- Starts nginx with conf (the example's by default) and the fake's
 -- credentials in FEISHU_*; returns its URL and its directory.
-local function start(conf)
+local function start(conf, extra_env)
   local dir = tmpdir()
   local env = string.format("FEISHU_BASE_URL=%s FEISHU_APP_ID=%s FEISHU_APP_SECRET=%s "
-    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s FEISHU_ENCRYPT_KEY=%s FEISHU_VERIFICATION_TOKEN=%s",
-    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN)
+    .. "FEISHU_HELPDESK_ID=%s FEISHU_HELPDESK_TOKEN=%s FEISHU_ENCRYPT_KEY=%s FEISHU_VERIFICATION_TOKEN=%s %s",
+    fake.url, fake.APP_ID, fake.APP_SECRET, fake.HELPDESK_ID, fake.HELPDESK_TOKEN, EVENTS_KEY, EVENTS_TOKEN,
+    extra_env or "")
   local out, ok = sh(env .. " " .. RUN .. " start " .. dir .. (conf and " " .. conf or ""))
   assert(ok, "nginx did not start: " .. out)
   return out:match("(http://[%d%.:]+)"), dir
@@ -265,6 +266,116 @@ describe("OpenResty #openresty", function()
       assert.are.equal(1, st.token_count)
       assert.are.equal(40, st.ticket_messages[fake.TICKET])
       sh("rm -rf " .. out)
+    end)
+  end)
+
+  describe("two nginx hosts on one Redis", function()
+    local redis_server = require "redis_server"
+    local redis, hosts = nil, {}
+
+    setup(function()
+      redis = redis_server.start({ password = "redis-pass-1" })
+      -- two nginx (two hosts: a shared dict each) with the example's configuration
+      for i = 1, 2 do
+        local u, d = start(nil, "FEISHU_REDIS_URL=" .. redis.url .. "/3")
+        hosts[i] = { url = u, dir = d }
+      end
+    end)
+
+    teardown(function()
+      for _, h in ipairs(hosts) do
+        local log = sh("cat " .. h.dir .. "/logs/error.log")
+        for _, secret in ipairs({ fake.APP_SECRET, fake.HELPDESK_TOKEN, "redis-pass-1" }) do
+          assert.is_nil(log:find(secret, 1, true))
+        end
+        stop(h.dir)
+      end
+      redis_server.finish(redis)
+    end)
+
+    it("and two plain Lua processes keep one token and one rate budget, nginx through cosockets", function()
+      -- the documented 50 a second, counted by the fake for the app
+      fake.config({ rate_limits = { ticket_message = { per_second = 50 } } })
+      local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]+$") or "spec"
+      local calls = {}
+      for i = 1, 2 do
+        calls[i] = assert(io.popen(string.format(PARALLEL .. " --max-time 20 --parallel-max 8 -X POST "
+          .. "-d '{\"ticket_id\":\"%s\",\"text\":\"hi\"}' -w '\n' '%s/ticket/message?n=[1-50]' 2>/dev/null",
+          fake.TICKET, hosts[i].url)))
+        -- and a plain Lua process, a cron box, with the documented limits as nginx has them
+        calls[2 + i] = assert(io.popen(string.format("env ASAN_OPTIONS=detect_leaks=0 LUA_PATH='%s' LUA_CPATH='%s' "
+          .. "SENDER_REDIS='%s' SENDER_N=25 SENDER_NAME=cron%d %s %s/redis_sender.lua 2>&1", package.path,
+          package.cpath, redis.url .. "/3", i, arg and arg[-1] or "lua5.4", here)))
+      end
+      local sent = 0
+      for i = 1, 2 do
+        for line in calls[i]:read("*a"):gmatch("[^\n]+") do
+          assert.matches("^om_", cjson.decode(line).message_id)
+          sent = sent + 1
+        end
+        calls[i]:close()
+      end
+      for i = 3, 4 do
+        assert.matches("^sent 25 failed 0\n", calls[i]:read("*a"))
+        calls[i]:close()
+      end
+      assert.are.equal(100, sent)
+      local st = fake.state()
+      assert.are.equal(1, st.token_count)
+      -- as for the workers of one host (above): a loaded machine may crowd a
+      -- few arrivals into one second; four budgets earn a hundred
+      assert(st.rate_limited <= 5, st.rate_limited .. " answers were 429: the hosts do not keep one budget")
+      -- the rate after the first burst (150: three whole bursts), as the fake saw it
+      local times = {}
+      for _, r in ipairs(fake.requests_to("/open-apis/helpdesk/v1/tickets/")) do times[#times + 1] = r.time end
+      table.sort(times)
+      local rate = (#times - 50) / (times[#times] - times[1])
+      -- at least 0.9 of the limit (a retried 429 is one request more)
+      assert.is_true(rate >= 45 and rate <= 50 + st.rate_limited, tostring(rate))
+      -- the budget is Redis's: every reservation (a 429's retry takes one more) numbered there
+      local core = require "helpdesk.core"
+      local c = assert(core.redis_connect("127.0.0.1", redis.port, 1))
+      assert(c:command("AUTH", "redis-pass-1"))
+      assert(c:command("SELECT", "3"))
+      local seq
+      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
+      c:close()
+      assert.are.equal(string.format("%d", 150 + st.rate_limited), seq)
+    end)
+
+    it("go on with their shared dicts while Redis is down, and back to Redis when it is up", function()
+      local function send_through_both(n, tag)
+        for i = 1, 2 do
+          local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
+            .. "-d '{\"ticket_id\":\"%s\",\"text\":\"%s\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
+            fake.TICKET, tag .. i, hosts[i].url, n))
+          local sent = 0
+          for line in out:gmatch("[^\n]+") do
+            assert.matches("^om_", cjson.decode(line).message_id)
+            sent = sent + 1
+          end
+          assert.are.equal(n, sent)
+        end
+      end
+      send_through_both(4, "before")
+      redis_server.stop(redis)
+      send_through_both(10, "down")
+      redis_server.start({ port = redis.port, dir = redis.dir, password = redis.password })
+      sh("sleep 1.1") -- past the workers' pause before they try Redis again
+      send_through_both(10, "after")
+      -- each call's message delivered once (the calls of a batch carry one text)
+      local delivered = fake.delivered(fake.TICKET)
+      assert.are.same({ before1 = 4, before2 = 4, down1 = 10, down2 = 10, after1 = 10, after2 = 10 },
+                      delivered.counts)
+      -- the calls after are numbered in Redis again (it restarted empty)
+      local core = require "helpdesk.core"
+      local c = assert(core.redis_connect("127.0.0.1", redis.port, 1))
+      assert(c:command("AUTH", "redis-pass-1"))
+      assert(c:command("SELECT", "3"))
+      local seq
+      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
+      c:close()
+      assert.are.equal("20", seq)
     end)
   end)
 

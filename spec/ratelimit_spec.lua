@@ -2,6 +2,8 @@ local core = require "helpdesk.core"
 local fake = require "fake"
 local helpdesk = require "helpdesk"
 local ratelimit = require "helpdesk.ratelimit"
+local redis_server = require "redis_server"
+local redis_store = require "helpdesk.redis_store"
 local store = require "helpdesk.store"
 
 local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
@@ -9,6 +11,11 @@ local TEXT = { msg_type = "text", content = { text = "paced" } }
 
 describe("rate limits", function()
   before_each(function() fake.reset() end)
+
+  -- a real Redis, for the limiters that share one through it
+  local redis
+  setup(function() redis = redis_server.start() end)
+  teardown(function() redis_server.finish(redis) end)
 
   describe("the sliding window", function()
     -- A clock that moves only when told (or when the limiter sleeps).
@@ -177,6 +184,36 @@ describe("rate limits", function()
         assert.are.equal(#gaps - count(calls, "refused"), assert_safe(calls, limits))
         assert.are.same({}, late_calls(calls, limits))
         assert_burst_after_spells(calls, after_spell, limits)
+      end)
+    end
+
+    local n_redis = 0
+
+    for _, limits in ipairs(CASES) do
+      local name = (limits.per_second and limits.per_second .. "/s " or "")
+        .. (limits.per_minute and limits.per_minute .. "/min" or "")
+
+      it("keeps one budget for limiters on one Redis, as hosts do, " .. name, function()
+        math.randomseed(13)
+        local clock = fake_clock()
+        n_redis = n_redis + 1
+        local lims = {}
+        for w = 1, 3 do
+          -- a store (a connection) each; the reservations on the specs' clock
+          local st = assert(redis_store.new({ redis = redis.url, prefix = "rl" .. n_redis .. ":",
+                                              now = clock.now, caller_clock = true }))
+          lims[w] = ratelimit.limiter(limits, st, "app:ep", clock.now)
+        end
+        local gaps, after_spell = arrival_gaps(limits, 1)
+        local calls = drive(lims, gaps, clock, function() return math.random(3) end)
+        assert.are.equal(0, count(calls, "dead"))
+        assert.is_true(count(calls, "refused") > 0)
+        assert.are.equal(#gaps - count(calls, "refused"), assert_safe(calls, limits))
+        assert.are.same({}, late_calls(calls, limits))
+        assert_burst_after_spells(calls, after_spell, limits)
+        -- it was Redis that held the budget, not a store of one limiter's
+        for w = 1, 3 do assert.is_true(lims[w].store:up()) end
+        assert.is_nil(lims[1].fallback)
       end)
     end
 

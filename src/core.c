@@ -18,6 +18,7 @@
 
 #include "compat.h"
 #include "crypto.h"
+#include "redis.h"
 #include "wire.h"
 
 #define HANDLE_MT "helpdesk.core.handle"
@@ -873,6 +874,7 @@ int luaopen_helpdesk_core(lua_State *L) {
   register_class(L, HANDLE_MT, handle_meta, handle_methods);
   register_class(L, MULTI_MT, multi_meta, multi_methods);
   luaL_newlib(L, core_functions);
+  hd_redis_open(L);
   lua_pushstring(L, curl_version_info(CURLVERSION_NOW)->version);
   lua_setfield(L, -2, "curl_version");
   return 1;

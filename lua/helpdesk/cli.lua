@@ -45,6 +45,8 @@ Connection:
   --timeout SECONDS           per request (default 30)
   --ca-file FILE              CA bundle to verify the server with
   --proxy URL                 e.g. http://proxy:3128
+  --redis URL                 FEISHU_REDIS_URL: the token and the rate limits shared
+                              with other hosts, redis://[:password@]host[:port][/db]
   --verbose                   log each request, answer and retry to stderr
 Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
 written); 2 bad usage or input (or a closed stdout), nothing sent; 3 the
@@ -151,7 +153,7 @@ Secrets, for decode and push (flags override the environment):
 local COMMON_FLAGS = {
   ["app-id"] = true, ["app-secret"] = true, ["tenant-access-token"] = true, ["helpdesk-id"] = true,
   ["helpdesk-token"] = true, ["base-url"] = true, timeout = true, ["ca-file"] = true, proxy = true,
-  verbose = false, help = false,
+  redis = true, verbose = false, help = false,
 }
 local FLAGS = {
   send = { text = true, post = true, json = true, lang = true },
@@ -232,6 +234,7 @@ local function client_options(flags, out)
   for flag, key in pairs(map) do
     if flags[flag] ~= nil then opts[key] = flags[flag] end
   end
+  if flags.redis then opts.store = { redis = flags.redis } end
   if flags["ca-file"] then
     local bad = unreadable("ca-file", flags["ca-file"])
     if bad then return nil, bad end
@@ -247,7 +250,7 @@ local function client_options(flags, out)
     opts.logger = function(e)
       local parts = { "helpdesk:", e.event }
       for _, k in ipairs({ "method", "url", "endpoint", "status", "duration", "attempt", "wait", "ok", "expire",
-                                 "kind", "code", "log_id", "error" }) do
+                                 "kind", "code", "log_id", "error", "store", "retry_in" }) do
         if e[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(e[k]) end
       end
       out.err:write(concat(parts, " "), "\n")

@@ -11,6 +11,7 @@ local batch = require "helpdesk.batch"
 local openresty = require "helpdesk.openresty"
 local ratelimit = require "helpdesk.ratelimit"
 local retry = require "helpdesk.retry"
+local redis_store = require "helpdesk.redis_store"
 local store = require "helpdesk.store"
 local token = require "helpdesk.token"
 local transport = require "helpdesk.transport"
@@ -56,6 +57,7 @@ local function secrets_of(c)
   list[#list + 1] = p.helpdesk_auth
   -- the proxy URLs, their passwords, as written and as sent, and as Basic
   for i = 1, #p.proxy_secrets do list[#list + 1] = p.proxy_secrets[i] end
+  if p.redis then list[#list + 1] = p.redis.cfg.password end
   return list
 end
 
@@ -208,22 +210,38 @@ function M.new(opts)
   end
   -- Inside nginx, the token and the limiter's slots go into the shared dict
   -- when there is one, so that every worker shares them.
+  local weak_client = setmetatable({ c }, { __mode = "v" })
   local shared = in_nginx and cfg.shared_dict and store.shared(cfg.shared_dict) or nil
   if cfg.shared_dict_given and cfg.shared_dict and in_nginx and not shared then
     return nil, errors.invalid("shared_dict", "'" .. cfg.shared_dict .. "' is not a lua_shared_dict of this nginx: "
       .. "add `lua_shared_dict " .. cfg.shared_dict .. " 1m;` to the http block, or pass shared_dict = false")
   end
   local st = cfg.store and store.guarded(cfg.store) or shared or store.table(clock.now)
+  -- the token's times: with Redis, of the wall clock every host shares
+  -- (a monotonic clock starts anew on each machine)
+  local token_now, memo = clock.now, nil
+  if cfg.redis then
+    -- what stands in for Redis while it is down: the shared dict, or a table
+    local local_store = st
+    local r = cfg.redis
+    st = assert(redis_store.new({ redis = r.redis, prefix = r.prefix, timeout = r.timeout, fallback = local_store,
+      -- the client through a weak reference (see private)
+      on_event = function(e) local cl = weak_client[1]; if cl then emit(cl, e) end end }))
+    st.share = cfg.store_share or 1
+    token_now = os.time
+    -- a token read from Redis is used for a second before it is read again
+    memo = 1
+  end
   -- what Feishu counts per: the app (a fixed token's app is unknown: all share one)
   local app = cfg.base_url .. " " .. (cfg.app_id or "fixed-token")
   -- the fetch reaches its client through a weak reference (see private);
   -- only a call on the client fetches, so the client is there
-  local weak = setmetatable({ c }, { __mode = "v" })
+  local weak = weak_client
   p.secrets = function() return secrets_of(weak[1]) end
   p.tokens = token.new({
     fixed = cfg.tenant_access_token,
     fetch = function(attempt) return fetch_token(weak[1], attempt) end,
-    now = clock.now, sleep = clock.sleep, yields = clock.yields,
+    now = token_now, sleep = clock.sleep, yields = clock.yields, memo = memo, memo_now = clock.now,
     store = st, key = "helpdesk:token:" .. app,
   })
   if cfg.rate_limit then
@@ -232,6 +250,7 @@ function M.new(opts)
       p.limits[endpoint] = ratelimit.limiter(limits, st, "helpdesk:rl:" .. app .. ":" .. endpoint)
     end
   end
+  p.redis = cfg.redis and st or nil
   private[c] = p
   return c
 end
@@ -843,6 +862,7 @@ function Client:close()
   local p = private[self]
   p.closed = true
   p.handle:close()
+  if p.redis then p.redis:close() end
 end
 
 -- A public call never raises: input whose metamethods raise (an __index

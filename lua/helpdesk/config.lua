@@ -19,7 +19,7 @@ local OPTIONS = {
   max_body_size = true, ca_file = true, ca_path = true, insecure = true,
   max_retries = true, budget = true, max_rate_limit_wait = true, rate_limit = true,
   thread_pool = true, shared_dict = true, allow_blocking = true, logger = true,
-  proxy = true, user_agent = true, store = true,
+  proxy = true, user_agent = true, store = true, store_share = true,
 }
 
 -- base_url shortcuts, as the official SDKs' domain option has
@@ -38,6 +38,9 @@ function M.from_env()
     local v = getenv(name)
     if v ~= nil and v ~= "" then opts[k] = v end
   end
+  -- the token and the limits shared through Redis by every host of the app
+  local redis = getenv("FEISHU_REDIS_URL")
+  if redis ~= nil and redis ~= "" then opts.store = { redis = redis } end
   return opts
 end
 
@@ -105,7 +108,7 @@ function M.store(st)
     local found, f = pcall(function() return st[m] end)
     if not found or type(f) ~= "function" then
       return nil, errors.invalid("store", "must have the methods get, set, add, delete and incr "
-        .. "(helpdesk.memory_store() or a lua_shared_dict)")
+        .. "(helpdesk.memory_store() or a lua_shared_dict), or be { redis = \"redis://…\" }")
     end
   end
   return st
@@ -206,10 +209,24 @@ function M.check(opts)
 
   -- where the token and the limiter's slots live, shared by the clients
   -- given the same one (one app's budget across helpdesks, say)
-  if opts.store ~= nil then
+  if type(opts.store) == "table" and opts.store.redis ~= nil and opts.store.get == nil then
+    -- { redis = "redis://…", prefix =, timeout = }: the client makes the store
+    local ok_, serr = require("helpdesk.redis_store").new(opts.store)
+    if not ok_ then return nil, serr end
+    out.redis = { redis = opts.store.redis, prefix = opts.store.prefix, timeout = opts.store.timeout }
+  elseif opts.store ~= nil then
     local st, serr = M.store(opts.store)
     if not st then return nil, serr end
     out.store = st
+  end
+  -- how many hosts share the Redis store: while Redis is down each keeps
+  -- this share of every limit
+  if opts.store_share ~= nil then
+    if not out.redis then
+      return nil, errors.invalid("store_share", "needs a Redis store (store = { redis = \"redis://…\" })")
+    end
+    out.store_share, err = validate.integer("store_share", opts.store_share, 1, 1000)
+    if not out.store_share then return nil, err end
   end
 
   if opts.logger ~= nil and type(opts.logger) ~= "function" then

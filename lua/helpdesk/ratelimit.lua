@@ -65,7 +65,8 @@ function M.limiter(limits, store, prefix, now)
   end
   -- other limits under the same name number their calls apart
   local seq_key = prefix .. ":seq:" .. concat(shape, ",")
-  return setmetatable({ store = store, windows = windows, seq_key = seq_key, lock_key = seq_key .. ":lock" },
+  return setmetatable({ store = store, windows = windows, seq_key = seq_key, lock_key = seq_key .. ":lock",
+                        prefix = prefix },
                       Limiter)
 end
 
@@ -125,6 +126,18 @@ end
 -- would hold back the call after it in its ring).
 function Limiter:reserve(clock, deadline)
   local store = self.store
+  -- a store that makes the whole reservation itself, in one step (Redis)
+  if store.reserve then
+    local now = clock.now()
+    local ok, wait = store:reserve(self.seq_key, self.windows, MARGIN, now, deadline - now)
+    -- the wait counts from the moment the store answered (on its clock):
+    -- from now, the round trip later, never from before it
+    if ok then return clock.now() + wait end
+    if ok == false then return nil, wait end
+    -- it could not (Redis is down): this host's share of the limits, kept
+    -- in the store's local stand-in
+    return self:local_limiter():reserve(clock, deadline)
+  end
   local locked = self:lock(clock)
   local now = clock.now()
   local next_k = sane_count(store:get(self.seq_key))
@@ -157,6 +170,20 @@ function Limiter:reserve(clock, deadline)
   end
   if locked then store:delete(self.lock_key) end
   return start
+end
+
+-- The limiter of this host alone, while a shared store cannot be reached:
+-- each of the store's share hosts keeps 1/share of every limit (at least
+-- one call a window), so that together they stay under it.
+function Limiter:local_limiter()
+  if not self.fallback then
+    local share, limits = self.store.share or 1, {}
+    for _, win in ipairs(self.windows) do
+      limits[win.w == 1 and "per_second" or "per_minute"] = max(1, math.floor(win.n / share))
+    end
+    self.fallback = M.limiter(limits, self.store.fallback, self.prefix)
+  end
+  return self.fallback
 end
 
 -- Waits for a slot and takes it. Returns the seconds waited, or nil and the

@@ -78,10 +78,13 @@ Token.__index = Token
 -- opts: { fixed = "t-…" } or { fetch = function(arg) -> token, expire | nil, err,
 -- store = helpdesk.store, key = where in the store }, now = a monotonic clock
 -- in seconds (system-wide, so that workers can share its times), sleep, and
--- yields = function() -> whether sleep lets other coroutines run.
+-- yields = function() -> whether sleep lets other coroutines run; memo:
+-- seconds (on the clock memo_now) to keep using a token read from a remote
+-- store (Redis) before reading it again, which saves a round trip a call.
 function M.new(opts)
   return setmetatable({ fixed = opts.fixed, fetch = opts.fetch, now = opts.now, sleep = opts.sleep,
                         yields = opts.yields, store = opts.store, key = opts.key, recent = {},
+                        memo = opts.memo, memo_now = opts.memo_now,
                         lock = opts.key and opts.key .. ":lock", retry_key = opts.key and opts.key .. ":retry" },
                       Token)
 end
@@ -98,14 +101,19 @@ end
 
 -- The cached token as { token, refresh_at, expires_at }, or nil.
 function Token:cached()
+  if self.memo_until and self.memo_now() < self.memo_until then return self.parsed end
   local v = self.store:get(self.key)
   if type(v) ~= "string" then return nil end
-  if v == self.raw then return self.parsed end -- parsed once, not on every call
+  if v == self.raw then -- parsed once, not on every call
+    if self.memo then self.memo_until = self.memo_now() + self.memo end
+    return self.parsed
+  end
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
   refresh_at, expires_at = tonumber(refresh_at), tonumber(expires_at)
   -- what another process sharing the store wrote may be anything
   if not (tok and refresh_at and expires_at) then return nil end
   self.raw, self.parsed = v, { token = tok, refresh_at = refresh_at, expires_at = expires_at }
+  if self.memo then self.memo_until = self.memo_now() + self.memo end
   return self.parsed
 end
 
@@ -122,6 +130,7 @@ function Token:refresh(arg, old)
   local token, expire = self.fetch(arg)
   local now = self.now()
   if token then
+    self.memo_until = nil
     self.store:set(self.key, format("%.3f %.3f %s", now + expire - margin(expire), now + expire, token),
                    expire)
     self.store:delete(self.retry_key)
@@ -238,7 +247,10 @@ end
 
 -- Forgets token if it is the cached one (not a newer one fetched since).
 function Token:invalidate(token)
+  -- what the store holds now: another host may have replaced it already
+  self.memo_until = nil
   local c = self:cached()
+  self.memo_until = nil -- and the next call reads it again too
   if c and c.token == token then self.store:delete(self.key) end
 end
 

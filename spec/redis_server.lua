@@ -1,0 +1,117 @@
+-- A real redis-server for the specs (Debian's), on a free loopback port,
+-- in a directory of its own: start() it in setup, stop() it in teardown.
+-- Nothing is saved to disk; it listens on 127.0.0.1 only.
+local core = require "helpdesk.core"
+
+local M = {}
+
+local BIN = os.getenv("REDIS_SERVER") or "redis-server"
+
+local function sh(cmd)
+  local p = assert(io.popen(cmd .. " 2>&1"))
+  local out = p:read("*a")
+  p:close()
+  return out
+end
+
+-- Whether process pid runs: a zombie has stopped (the daemon's parent is
+-- whoever reaps orphans here, maybe late).
+local function running(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return false end
+  local stat = f:read("*a") or ""
+  f:close()
+  local state = stat:match("^%d+ %b() (%a)")
+  return state ~= nil and state ~= "Z" and state ~= "X"
+end
+
+-- A port from /dev/urandom: the specs seed math.random for their own use.
+local function random_port()
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local a, b = f:read(2):byte(1, 2)
+  f:close()
+  return 30000 + (a * 256 + b) % 30000
+end
+
+local function quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+local function slurp(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- A connection that answers PING, within 5 s (a loaded machine, valgrind);
+-- nil if none.
+local function ping(port, password)
+  for _ = 1, 500 do
+    local c = core.redis_connect("127.0.0.1", port, 0.2)
+    if c then
+      if password then c:command("AUTH", password) end
+      local pong = c:command("PING")
+      c:close()
+      if pong == "PONG" then return true end
+    end
+    core.sleep(0.01)
+  end
+  return nil
+end
+
+-- Starts the server (on port, or a free one); opts.password sets requirepass.
+-- Returns the server: { port =, url =, dir = }.
+function M.start(opts)
+  opts = opts or {}
+  local dir = opts.dir or sh("mktemp -d \"${TMPDIR:-/tmp}/helpdesk-redis.XXXXXX\""):gsub("%s+$", "")
+  for _ = 1, 20 do
+    local port = opts.port or random_port()
+    -- not under the sanitizers' runtime the specs may run with (make sanitize)
+    local args = { "env -u LD_PRELOAD", BIN, "--bind 127.0.0.1", "--port " .. port, "--save ''", "--appendonly no",
+                   "--daemonize yes", "--dir " .. quote(dir), "--pidfile " .. quote(dir .. "/redis.pid"),
+                   "--logfile " .. quote(dir .. "/redis.log") }
+    if opts.password then args[#args + 1] = "--requirepass " .. quote(opts.password) end
+    -- DEBUG SLEEP: a Redis that is slow to answer
+    if opts.debug then args[#args + 1] = "--enable-debug-command local" end
+    os.remove(dir .. "/redis.pid")
+    sh(table.concat(args, " "))
+    if ping(port, opts.password) then
+      local s = { port = port, dir = dir, password = opts.password,
+                  url = "redis://" .. (opts.password and ":" .. opts.password .. "@" or "") .. "127.0.0.1:" .. port }
+      M.current = s
+      return s
+    end
+    M.stop({ dir = dir })
+    if opts.port or not slurp(dir .. "/redis.log"):find("in use", 1, true) then
+      error("redis-server did not start: " .. slurp(dir .. "/redis.log"):sub(-400))
+    end
+  end
+  error("redis-server: no free port")
+end
+
+-- Stops the server (it stays stopped: its port may be reused by start{ port = }).
+function M.stop(s)
+  s = s or M.current
+  if not s then return end
+  local pid = tonumber(slurp(s.dir .. "/redis.pid"))
+  if pid then
+    os.execute("kill " .. pid .. " 2>/dev/null")
+    for _ = 1, 200 do
+      if not running(pid) then break end
+      core.sleep(0.01)
+    end
+  end
+  os.remove(s.dir .. "/redis.pid")
+end
+
+-- Stops the server and removes its directory.
+function M.finish(s)
+  s = s or M.current
+  if not s then return end
+  M.stop(s)
+  os.remove(s.dir .. "/redis.log")
+  os.remove(s.dir)
+  if M.current == s then M.current = nil end
+end
+
+return M
