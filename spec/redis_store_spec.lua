@@ -152,8 +152,10 @@ describe("the Redis store", function()
 
   describe("its URL", function()
     it("takes a password, a port and a db", function()
-      assert.are.same({ host = "cache.internal", port = 6380, db = 3, password = "p@ss:w" },
-                      redis_store.parse_url("redis://:p@ss:w@cache.internal:6380/3"))
+      assert.are.same({ host = "cache.internal", port = 6380, db = 3, password = "p@ss:word" },
+                      redis_store.parse_url("redis://:p@ss:word@cache.internal:6380/3"))
+      -- a password too short to keep out of messages
+      assert.is_nil(redis_store.parse_url("redis://:p@ss:w@cache.internal:6380/3"))
       assert.are.same({ host = "127.0.0.1", port = 6379, db = 0 }, redis_store.parse_url("redis://127.0.0.1"))
     end)
 
@@ -161,7 +163,7 @@ describe("the Redis store", function()
       for _, bad in ipairs({ "redis://:hunter22@", "http://:hunter22@h:1", "redis://:hunter22@h:0",
                              "redis://:hunter22@h:70000", "redis://:hunter22@h/16", "redis://user:hunter22@h",
                              "redis://:hunter22@h:1/x", "redis://:hunter22@h:1\r\n", "redis://:hunter22@ h",
-                             "rediss://:hunter22@h:1", 42 }) do
+                             "rediss://:hunter22@h:1", "redis://:hunter2@h:1", 42 }) do
         local c, err = helpdesk.new(fake.options({ store = { redis = bad } }))
         assert.is_nil(c)
         assert.are.equal("invalid", err.kind)

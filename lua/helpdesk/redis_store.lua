@@ -41,6 +41,11 @@ function M.parse_url(url)
     if not user or user ~= "" or pw == "" then
       return nil, USAGE .. "; a password goes after a colon, with no user name"
     end
+    -- one that short could not be kept out of messages (as app_secret)
+    if #pw < require("helpdesk.validate").MIN_SECRET then
+      return nil, "has a password shorter than " .. require("helpdesk.validate").MIN_SECRET
+        .. " bytes, which could not be kept out of messages"
+    end
     password, rest = pw, hostpart
   end
   local host, port, db = rest:match("^([%w%.%-]+):?(%d*)/?(%d*)$")
