@@ -54,6 +54,8 @@ local CARD = { [CARD_ACTION] = true, [CARD_ACTION_V1] = true }
 
 -- The receivers' secrets, out of reach of anyone who prints a receiver.
 local private = setmetatable({}, { __mode = "k" })
+-- The key under which a receiver holds the caller's store (see new).
+local HOLDS = setmetatable({}, { __tostring = function() return "(held)" end })
 
 local Receiver = { __name = "helpdesk.events.receiver" }
 Receiver.__index = Receiver
@@ -108,9 +110,12 @@ function M.new(opts)
   end
   -- where the ids of the events already handled live: shared by the
   -- receivers given the same store, and inside nginx by every worker
+  local held
   if opts.store ~= nil then
-    p.store, err = config.store(opts.store)
-    if not p.store then return nil, err end
+    held, err = config.store(opts.store)
+    if not held then return nil, err end
+    -- a method that raises (a closed connection) fails the call, never the receiver
+    p.store = store.guarded(held)
   elseif openresty.in_nginx() and opts.shared_dict ~= false then
     local name = opts.shared_dict or "helpdesk"
     if type(name) ~= "string" then return nil, invalid("shared_dict", "must be the name of a lua_shared_dict") end
@@ -134,6 +139,10 @@ function M.new(opts)
   -- handlers live on the receiver, not with its secrets: one may well refer
   -- to its receiver (see the client's private table)
   local r = setmetatable({ handlers = {} }, Receiver)
+  -- The caller's store, likewise (the guarded store in p holds it weakly: it
+  -- may refer back to its receiver, and Lua 5.1 and LuaJIT have no
+  -- ephemerons), behind a function, under a key no one sets by mistake.
+  if held then r[HOLDS] = function() return held end end
   private[r] = p
   return r
 end
@@ -602,12 +611,14 @@ claim = function(self, headers, body)
   if CARD[ev.event_type] then return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"] end
   local p = private[self]
   local key = "helpdesk:event:" .. tostring(ev.app_id) .. ":" .. ev.event_id
-  -- a store that fails: the event is handled (twice, maybe) rather than lost
-  local ok, added = pcall(p.store.add, p.store, key, 1, p.remember)
-  if ok and not added then
+  local ok, added, why = pcall(p.store.add, p.store, key, 1, p.remember)
+  if ok and not added and (why == nil or why == "exists") then
     ev.duplicate = true
     return 200, "{}", ev
   end
+  -- a store that fails (full, closed, raising): the event is handled (twice,
+  -- maybe) rather than lost, with nothing to forget if it fails
+  if not (ok and added) then key = nil end
   return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"], key
 end
 
