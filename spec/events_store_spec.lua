@@ -113,4 +113,80 @@ describe("the receiver's store", function()
     require("process_usage").full_gc()
     assert.are.equal(0, count(probe))
   end)
+
+  -- handlers that yield (a coroutine server: copas, cqueues): not across
+  -- pcall on plain Lua 5.1
+  local it_yields = (_VERSION ~= "Lua 5.1" or type(jit) == "table") and it or pending
+
+  -- A push served in a coroutine of its own; the handler yields until resumed.
+  local function serve(r, id)
+    local co = coroutine.create(function() return r:handle(push(id)) end)
+    assert(coroutine.resume(co))
+    return co
+  end
+
+  it_yields("answers 409 to a push while the event's handler runs, and runs a failed one again", function()
+    local r = receiver()
+    local runs, fail = 0, true
+    r:on(MESSAGE, function()
+      runs = runs + 1
+      coroutine.yield()
+      if fail then return nil, "Feishu answered 500" end
+    end)
+    local first = serve(r, "run-1")
+    -- Feishu's push after 3 s without an answer: not a 200 while it runs
+    local status, body, ev = r:handle(push("run-1"))
+    assert.are.equal(409, status)
+    assert.are.same({ msg = "the event is being handled: push it again later" }, cjson.decode(body))
+    assert.is_true(ev.running)
+    assert.is_nil(ev.duplicate)
+    local _, s1 = coroutine.resume(first)
+    assert.are.equal(500, s1)
+    -- the next push runs it again, and once it succeeds it is done
+    fail = false
+    local again = serve(r, "run-1")
+    assert.are.equal(409, (r:handle(push("run-1"))))
+    local _, s2 = coroutine.resume(again)
+    assert.are.equal(200, s2)
+    local s3, _, ev3 = r:handle(push("run-1"))
+    assert.are.equal(200, s3)
+    assert.is_true(ev3.duplicate)
+    assert.are.equal(2, runs)
+  end)
+
+  it_yields("runs an event again whose run was abandoned (its coroutine dropped)", function()
+    local r = receiver()
+    local runs, finished = 0, 0
+    r:on(MESSAGE, function()
+      runs = runs + 1
+      coroutine.yield()
+      finished = finished + 1
+    end)
+    serve(r, "gone-1") -- the server cancelled the task: nobody resumes it
+    require("process_usage").full_gc()
+    local co = serve(r, "gone-1")
+    assert.are.equal(2, runs)
+    local _, status = coroutine.resume(co)
+    assert.are.equal(200, status)
+    assert.are.equal(1, finished)
+    assert.is_true(select(3, r:handle(push("gone-1"))).duplicate)
+  end)
+
+  it_yields("holds a running event no longer than RUNNING_TTL", function()
+    local now = 1000
+    clock.now = function() return now end
+    local r = receiver({ store = helpdesk.memory_store() })
+    local runs = 0
+    r:on(MESSAGE, function()
+      runs = runs + 1
+      if runs == 1 then coroutine.yield() end
+    end)
+    local stuck = serve(r, "ttl-1") -- alive, never resumed (as a run in a process that died)
+    now = now + events.RUNNING_TTL - 1
+    assert.are.equal(409, (r:handle(push("ttl-1"))))
+    now = now + 2
+    assert.are.equal(200, (r:handle(push("ttl-1"))))
+    assert.are.equal(2, runs)
+    assert.are.equal("suspended", coroutine.status(stuck))
+  end)
 end)

@@ -23,11 +23,13 @@ local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 local openresty = require "helpdesk.openresty"
 local store = require "helpdesk.store"
+local claims = require "helpdesk.token" -- its lock values, for the claims of running events
 local validate = require "helpdesk.validate"
 
 local type, pairs, ipairs, next, tostring, tonumber, setmetatable, getmetatable, pcall = type, pairs, ipairs, next,
   tostring, tonumber, setmetatable, getmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
+local running, costatus = coroutine.running, coroutine.status
 local tointeger = math.tointeger or function(x) return x end
 local sha256, sha1, equal, base64, base64_decode = core.sha256, core.sha1, core.equal, core.base64,
   core.base64_decode
@@ -43,6 +45,10 @@ local M = {
   REMEMBER = 26000,
   --- The default `card_timeout`: 2.5 seconds, inside Feishu's 3 s for a card action's answer.
   CARD_TIMEOUT = 2.5,
+  --- Seconds an event is claimed as running while its handler runs: 60. A
+  -- push of the event meanwhile is answered 409 (Feishu pushes it again
+  -- later); a run whose process died holds its event no longer than this.
+  RUNNING_TTL = 60,
   --- The event type of a card action of the new protocol (a v2 envelope).
   CARD_ACTION = "card.action.trigger",
   --- The event type given to a card action of the old protocol (no envelope, SHA-1 signed).
@@ -487,6 +493,43 @@ end
 local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 
 local claim -- below: handle but for running the handler
+
+-- The runs under way in this Lua state, by the value of their claim: what
+-- runs the handler (its coroutine, or what stands for it until it runs).
+-- Weak values: a run abandoned (its coroutine dropped by a server that
+-- cancelled its task, and collected) leaves a claim nobody will end, known
+-- for one by a later push. A claim's value: RUNNING and a lock value of
+-- this state's (helpdesk.token's, drawn anew in a new process).
+local runs = setmetatable({}, { __mode = "v" })
+local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+local RUNNING = "running "
+
+-- What the stored value v of an event says: "running" (a run under way,
+-- here or in another process: until its claim expires), "abandoned" (a run
+-- of this state's that nobody will end), or nil (the event was handled).
+local function run_state(v)
+  if type(v) ~= "string" or v:sub(1, #RUNNING) ~= RUNNING then return nil end
+  if not claims.own(v:sub(#RUNNING + 1)) then return "running" end
+  local co = runs[v]
+  if co == nil then return "abandoned" end
+  -- out of nginx (whose coroutine.status knows only the request's own)
+  if type(co) == "thread" and not rawget(_G, "ngx") and costatus(co) == "dead" then return "abandoned" end
+  return "running"
+end
+
+-- Ends the claim of a run: the event remembered as handled for `remember`
+-- seconds, or forgotten (only if the claim is still this run's) so that
+-- Feishu's next push runs it again.
+local function settle(p, key, value, done)
+  if value then runs[value] = nil end
+  local st = p.store
+  if done then
+    pcall(st.set, st, key, 1, p.remember)
+  elseif value then
+    local ok, v = pcall(st.get, st, key)
+    if ok and v == value then pcall(st.delete, st, key) end
+  end
+end
 local card_in_nginx -- below: a card action's handler run in nginx, with its time limit
 
 local CardReply = { __name = "helpdesk.events.card_reply" }
@@ -569,57 +612,94 @@ end
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
 -- id (for `remember` seconds, in the receiver's store: Feishu pushes an event
--- again when it got no 200 within 3 s). A handler that fails is answered
--- 500 and forgotten, so Feishu's next push of the event runs it again; one
--- that succeeds never runs again for that event. Never raises.
+-- again when it got no 200 within 3 s). While the handler runs the event is
+-- claimed as running (for at most `RUNNING_TTL` seconds): a push of it
+-- meanwhile is answered 409, so that Feishu pushes it again later. A
+-- handler that fails is answered 500 and forgotten, so Feishu's next push of
+-- the event runs it again; one that succeeds never runs again for that
+-- event. A run abandoned (its coroutine dropped, or closed) is run again by
+-- the next push. A store that fails does not stop the handler. Never raises.
 -- @tparam table headers the request headers (any case)
 -- @string body the raw request body
 -- A card action is never de-duplicated (Feishu does not push one again)
 -- and is answered with what its handler returns (see @{card_reply}).
 -- @treturn int the status to answer: 200, 400 (a malformed request), 401
--- (a wrong token or signature, a stale timestamp) or 500 (the handler failed)
+-- (a wrong token or signature, a stale timestamp), 409 (the event's handler
+-- is running) or 500 (the handler failed)
 -- @treturn string the JSON body to answer: the challenge, `{}`, a card
 -- action's reply, or `{"msg":…}`
--- @return the event (its `duplicate` is `true` when it was handled before),
+-- @return the event (its `duplicate` is `true` when it was handled before,
+-- its `running` when its handler is running),
 -- the challenge table, or the error (an `invalid` error, or what the handler
 -- raised or returned)
 function Receiver:handle(headers, body)
-  local status, answer_body, ev, handler, key = claim(self, headers, body)
+  local status, answer_body, ev, handler, key, value = claim(self, headers, body)
   if handler then
     local ran, r1, r2 = pcall(handler, ev)
-    if not ran or (r1 == nil and r2 ~= nil) then
-      if key then
-        local p = private[self]
-        pcall(p.store.delete, p.store, key)
-      end
+    local failed = not ran or (r1 == nil and r2 ~= nil)
+    if key then settle(private[self], key, value, not failed) end
+    if failed then
       return 500, answer("the handler failed"), ran and r2 or r1
     end
     if CARD[ev.event_type] then
       status, answer_body = card_answer(ev, r1)
     end
+  elseif key then
+    settle(private[self], key, value, true) -- no handler: handled all the same
   end
   return status, answer_body, ev
 end
 
 -- Everything of handle but running the handler: the status and body to
--- answer, the event (or challenge, or error), and for a new event that has
--- a handler, the handler and the event's key in the store.
-claim = function(self, headers, body)
+-- answer, the event (or challenge, or error), and for a new event, its
+-- handler (if any), its key in the store and the value of its claim there
+-- (nil when the store failed to take it). answered_first: for nginx_handler,
+-- the event taken as handled (at most once) rather than claimed as running.
+claim = function(self, headers, body, answered_first)
   local ev, err = self:decode(headers, body)
   if not ev then return UNAUTHORIZED[err.field] and 401 or 400, answer(err.msg), err end
   if ev.challenge then return 200, json.encode({ challenge = ev.challenge }), ev end
   if CARD[ev.event_type] then return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"] end
   local p = private[self]
   local key = "helpdesk:event:" .. tostring(ev.app_id) .. ":" .. ev.event_id
-  local ok, added, why = pcall(p.store.add, p.store, key, 1, p.remember)
-  if ok and not added and (why == nil or why == "exists") then
-    ev.duplicate = true
-    return 200, "{}", ev
+  local handler = self.handlers[ev.event_type] or self.handlers["*"]
+  -- the event claimed as running (not yet handled) for a bounded time; or,
+  -- for nginx_handler, which answers before the handler runs, as handled
+  local st, value, ttl = p.store, RUNNING .. claims.lock_value(), M.RUNNING_TTL
+  if answered_first then value, ttl = 1, p.remember end
+  local function take()
+    local ok, added, why = pcall(st.add, st, key, value, ttl)
+    if not ok then return false, "failed" end
+    if added then return true end
+    return false, why or "exists"
+  end
+  local added, why = take()
+  if not added and why == "exists" then
+    local ok, v = pcall(st.get, st, key)
+    local state = ok and run_state(v)
+    if state == "abandoned" or (ok and v == nil) then
+      -- a run of this state that nobody will end (its coroutine dropped,
+      -- or closed), or a claim gone meanwhile: taken anew
+      if state then pcall(st.delete, st, key) end
+      added, why = take()
+    elseif not state then
+      ev.duplicate = true
+      return 200, "{}", ev
+    end
+    if not added and why == "exists" then
+      -- still running: not a 200, which would stand for it should it fail
+      ev.running = true
+      return 409, answer("the event is being handled: push it again later"), ev
+    end
   end
   -- a store that fails (full, closed, raising): the event is handled (twice,
-  -- maybe) rather than lost, with nothing to forget if it fails
-  if not (ok and added) then key = nil end
-  return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"], key
+  -- maybe) rather than lost, with no claim to end
+  if not added then
+    value = nil
+  elseif not answered_first then
+    runs[value] = running() or MAIN
+  end
+  return 200, "{}", ev, handler, key, value
 end
 
 -- The raw body of the request nginx is serving (read from the temporary
@@ -739,9 +819,11 @@ end
 -- helpdesk.events.nginx_handler(receiver) }`. It answers at once, as
 -- @{Receiver:handle} would, and runs the event's handler after the answer
 -- (in a timer, where it may call a client: the thread pool and the shared
--- budget work there), so a slow handler never makes Feishu push again. A
--- handler that fails is logged at `ngx.ERR`; Feishu, answered 200, does not
--- push the event again (at most once). A card action's handler runs before
+-- budget work there), so a slow handler never makes Feishu push again. The
+-- event is taken as handled when answered (at most once): a push of it
+-- again is a duplicate, even while its handler runs. A handler that fails
+-- is logged at `ngx.ERR`; Feishu, answered 200, does not push the event
+-- again. A card action's handler runs before
 -- the answer, which is its reply (see @{card_reply}): when it has not
 -- returned within the receiver's `card_timeout` (default 2.5 s), `{}` is
 -- answered and the handler left to finish. Never raises.
@@ -751,14 +833,15 @@ function M.nginx_handler(receiver)
   local ngx = rawget(_G, "ngx")
   if type(ngx) ~= "table" or type(ngx.req) ~= "table" then return nil, invalid("nginx", "is not serving a request") end
   local body, berr = request_body(ngx)
-  local status, answer_body, ev, handler, late
+  local status, answer_body, ev, handler, late, key, value
   if not body then
     status, answer_body = 400, answer("the request body could not be read: " .. tostring(berr))
   elseif getmetatable(receiver) ~= Receiver then
     status, answer_body = 500, answer("not a receiver")
   else
-    status, answer_body, ev, handler = claim(receiver, ngx.req.get_headers(100), body)
+    status, answer_body, ev, handler, key, value = claim(receiver, ngx.req.get_headers(100), body, true)
   end
+  local p = private[receiver]
   if handler and CARD[ev.event_type] then
     local ok, s1, b1, l1 = pcall(card_in_nginx, ngx, private[receiver].card_timeout, handler, ev)
     if ok then
@@ -777,14 +860,20 @@ function M.nginx_handler(receiver)
   if late then ngx.eof() end
   if handler then
     local ok, terr = ngx.timer.at(0, function(premature)
-      if premature then return end
+      if premature then -- nginx is exiting: it never ran, a push to come may run it
+        if key then settle(p, key, value, false) end
+        return
+      end
       local ran, r1, r2 = pcall(handler, ev)
       if not ran or (r1 == nil and r2 ~= nil) then
         ngx.log(ngx.ERR, "helpdesk: the handler of ", ev.event_type, " ", ev.event_id, " failed: ",
                 tostring(ran and r2 or r1))
       end
     end)
-    if not ok then ngx.log(ngx.ERR, "helpdesk: no timer for the event handler: ", tostring(terr)) end
+    if not ok then
+      ngx.log(ngx.ERR, "helpdesk: no timer for the event handler: ", tostring(terr))
+      if key then settle(p, key, value, false) end
+    end
   end
   return status
 end
