@@ -165,11 +165,25 @@ local WANTED = {
   ["x-lark-request-nonce"] = "nonce",
 }
 
+-- pairs(t) as Lua 5.2 and later have it, following __pairs (Lua 5.1 and
+-- LuaJIT ignore it: a proxy table would read as empty there, silently).
+local native_pairs = false
+pcall(function()
+  for _ in pairs(setmetatable({}, { __pairs = function() native_pairs = true return next, {}, nil end })) do end
+end)
+local function pairs_of(t)
+  if not native_pairs then
+    local mt = getmetatable(t)
+    if type(mt) == "table" and mt.__pairs ~= nil then return mt.__pairs(t) end
+  end
+  return pairs(t)
+end
+
 local function read_headers(headers)
   local h = {}
   if headers == nil then return h end
   if type(headers) ~= "table" then return nil, invalid("headers", "must be a table of request headers") end
-  for k, v in pairs(headers) do
+  for k, v in pairs_of(headers) do
     local name = type(k) == "string" and WANTED[k:lower()]
     if name then
       if type(v) == "table" then
@@ -422,7 +436,10 @@ function Receiver:decode(headers, body)
   if #body > p.max_body then
     return nil, invalid("body", "is larger than max_body_size (" .. p.max_body .. " bytes)")
   end
-  local h, err = read_headers(headers)
+  local read, h, err = pcall(read_headers, headers)
+  if not read then
+    return nil, invalid("headers", "could not be read (reading them raised an error: " .. tostring(h) .. ")")
+  end
   if not h then return nil, err end
   local payload = json.decode(body)
   if type(payload) ~= "table" or is_list(payload) then return nil, invalid("body", "is not a JSON object") end
@@ -585,29 +602,51 @@ local function template_of(t)
   return { template_id = t.id, template_variable = t.variables, template_version_name = t.version }
 end
 
+-- A card_reply's card as the handler left it, checked again (it may have
+-- changed it since card_reply made it): the card, or nil and a message.
+local function card_of(card)
+  if type(card) ~= "table" or getmetatable(card) ~= nil or (card.type ~= "raw" and card.type ~= "template")
+      or type(card.data) ~= "table" then
+    return nil, "the card reply's card was changed after card_reply made it"
+  end
+  local ok, err = validate.content_table(card.data, "card")
+  if not ok then return nil, "the card reply's " .. err.msg end
+  return card
+end
+
 -- The status and JSON body answering a card action whose handler returned
--- reply (a card_reply, a table as it is, or nothing).
+-- reply (a card_reply, a table as it is, or nothing); a 500 for a reply
+-- that cannot be sent. Every number goes out exactly (json.encode_exact).
 local function card_answer(ev, reply)
   if reply == nil or reply == true then return 200, "{}" end
   local t = reply
   if getmetatable(reply) == CardReply then
+    local toast, card = rawget(reply, "toast"), rawget(reply, "card")
+    local err
+    if toast ~= nil then
+      toast, err = toast_of(toast)
+      if not toast then return 500, answer("the card reply's " .. err.msg) end
+    end
+    if card ~= nil then
+      card, err = card_of(card)
+      if not card then return 500, answer(err) end
+    end
     if ev.event_type ~= CARD_ACTION_V1 then
-      t = { toast = reply.toast, card = reply.card }
-    elseif reply.card and reply.card.type == "template" then
+      t = { toast = toast, card = card }
+    elseif card and card.type == "template" then
       return 500, answer("a card template cannot answer an old-protocol card action")
     else
       t = {}
-      for k, v in pairs(reply.card and reply.card.data or {}) do t[k] = v end
-      t.toast = reply.toast
+      for k, v in next, card and card.data or {} do t[k] = v end
+      t.toast = toast
     end
   elseif type(reply) ~= "table" then
     return 500, answer("the card action's handler returned neither a card reply nor a table")
   end
-  local text, err = json.encode(t)
+  local text, err = json.encode_exact(t)
   if not text then return 500, answer("the card reply is not JSON: " .. tostring(err)) end
   return 200, text
 end
-
 
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
@@ -986,6 +1025,69 @@ function M.text_of(ev)
     if type(text) == "string" then return text end
   end
   return nil, invalid("message", "is not a text ticket message event")
+end
+
+-- A public function never raises: what raises inside (input whose
+-- metamethods raise, a handler's reply changed into nonsense, a bug) is an
+-- error, with the receiver's secrets redacted from its message.
+local function raised_error(r, what)
+  local ok, text = pcall(tostring, what)
+  text = ok and text or "(an error that cannot be shown)"
+  local err = errors.new("invalid", { field = "input", msg = "reading the input raised an error: " .. text })
+  local p = private[r]
+  if p then
+    local secrets = {}
+    if p.verification_token then secrets[#secrets + 1] = p.verification_token end
+    if p.encrypt_key then secrets[#secrets + 1] = p.encrypt_key end
+    errors.redact(err, secrets)
+  end
+  return err
+end
+
+local handle = Receiver.handle
+function Receiver.handle(self, headers, body)
+  if private[self] == nil then
+    return 500, answer("not a receiver"),
+      invalid("receiver", "must be made by helpdesk.events.new (call receiver:handle(headers, body), with a colon)")
+  end
+  local ok, status, text, ev = pcall(handle, self, headers, body)
+  if ok then return status, text, ev end
+  return 500, answer("the request could not be handled"), raised_error(self, status)
+end
+
+for _, name in ipairs({ "decode", "on" }) do
+  local f = Receiver[name]
+  Receiver[name] = function(self, ...)
+    local ok, a, b = pcall(f, self, ...)
+    if ok then return a, b end
+    return nil, raised_error(self, a)
+  end
+end
+
+for _, name in ipairs({ "card_reply", "card_action", "ticket_id", "message_type", "sender", "ticket_status",
+                        "text_of" }) do
+  local f = M[name]
+  M[name] = function(...)
+    local ok, a, b, c = pcall(f, ...)
+    if ok then return a, b, c end
+    return nil, raised_error(nil, a)
+  end
+end
+
+local nginx_handler = M.nginx_handler
+function M.nginx_handler(receiver)
+  local ok, status, err = pcall(nginx_handler, receiver)
+  if ok then return status, err end
+  local ngx = rawget(_G, "ngx")
+  ngx.log(ngx.ERR, "helpdesk: serving Feishu's push raised an error: ", tostring(raised_error(receiver, status)))
+  if not ngx.headers_sent then
+    local text = answer("the request could not be handled")
+    ngx.status = 500
+    ngx.header["Content-Type"] = "application/json; charset=utf-8"
+    ngx.header["Content-Length"] = #text
+    ngx.print(text)
+  end
+  return 500
 end
 
 return M
