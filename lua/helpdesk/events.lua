@@ -616,8 +616,9 @@ end
 
 -- The status and JSON body answering a card action whose handler returned
 -- reply (a card_reply, a table as it is, or nothing); a 500 for a reply
--- that cannot be sent. Every number goes out exactly (json.encode_exact).
+-- that cannot be sent, and why. Every number goes out exactly (json.encode_exact).
 local function card_answer(ev, reply)
+  local function refuse(msg) return 500, answer(msg), msg end
   if reply == nil or reply == true then return 200, "{}" end
   local t = reply
   if getmetatable(reply) == CardReply then
@@ -625,26 +626,26 @@ local function card_answer(ev, reply)
     local err
     if toast ~= nil then
       toast, err = toast_of(toast)
-      if not toast then return 500, answer("the card reply's " .. err.msg) end
+      if not toast then return refuse("the card reply's " .. err.msg) end
     end
     if card ~= nil then
       card, err = card_of(card)
-      if not card then return 500, answer(err) end
+      if not card then return refuse(err) end
     end
     if ev.event_type ~= CARD_ACTION_V1 then
       t = { toast = toast, card = card }
     elseif card and card.type == "template" then
-      return 500, answer("a card template cannot answer an old-protocol card action")
+      return refuse("a card template cannot answer an old-protocol card action")
     else
       t = {}
       for k, v in next, card and card.data or {} do t[k] = v end
       t.toast = toast
     end
   elseif type(reply) ~= "table" then
-    return 500, answer("the card action's handler returned neither a card reply nor a table")
+    return refuse("the card action's handler returned neither a card reply nor a table")
   end
   local text, err = json.encode_exact(t)
-  if not text then return 500, answer("the card reply is not JSON: " .. tostring(err)) end
+  if not text then return refuse("the card reply is not JSON: " .. tostring(err)) end
   return 200, text
 end
 
@@ -835,14 +836,24 @@ local TIMED_OUT = {}
 -- Runs a card action's handler in a light thread of the request, waiting
 -- for it at most timeout seconds: the status and body to answer, and true
 -- when the handler is still running (answered {}: Feishu waits 3 s only).
+-- A late handler that fails is logged when it ends, as one in time is.
 card_in_nginx = function(ngx, timeout, handler, ev)
-  local worker = ngx.thread.spawn(function() return pcall(handler, ev) end)
+  local late = false
+  local worker = ngx.thread.spawn(function()
+    local ran, r1, r2 = pcall(handler, ev)
+    if late and (not ran or (r1 == nil and r2 ~= nil)) then
+      ngx.log(ngx.ERR, "helpdesk: the handler of a card action, answered {} after ", timeout,
+              " s, then failed: ", tostring(ran and r2 or r1))
+    end
+    return ran, r1, r2
+  end)
   local sleeper = ngx.thread.spawn(function()
     ngx.sleep(timeout)
     return TIMED_OUT
   end)
   local ok, ran, r1, r2 = ngx.thread.wait(worker, sleeper)
   if ran == TIMED_OUT then
+    late = true
     ngx.log(ngx.ERR, "helpdesk: the handler of a card action took over ", timeout, " s: answered {}")
     return 200, "{}", true
   end
@@ -851,7 +862,11 @@ card_in_nginx = function(ngx, timeout, handler, ev)
     ngx.log(ngx.ERR, "helpdesk: the handler of a card action failed: ", tostring(ran and r2 or r1))
     return 500, answer("the handler failed")
   end
-  return card_answer(ev, r1)
+  local status, text, why = card_answer(ev, r1)
+  if why then
+    ngx.log(ngx.ERR, "helpdesk: the reply of a card action's handler cannot be sent (answered 500): ", why)
+  end
+  return status, text
 end
 
 --- Serves Feishu's push in nginx: `content_by_lua_block {
@@ -865,7 +880,8 @@ end
 -- again. A card action's handler runs before
 -- the answer, which is its reply (see @{card_reply}): when it has not
 -- returned within the receiver's `card_timeout` (default 2.5 s), `{}` is
--- answered and the handler left to finish. Never raises.
+-- answered and the handler left to finish (its failure, if it fails then,
+-- logged at `ngx.ERR` too). Never raises.
 -- @tparam Receiver receiver
 -- @treturn int the status answered
 function M.nginx_handler(receiver)
@@ -885,9 +901,10 @@ function M.nginx_handler(receiver)
     local ok, s1, b1, l1 = pcall(card_in_nginx, ngx, private[receiver].card_timeout, handler, ev)
     if ok then
       status, answer_body, late = s1, b1, l1
-    else -- light threads not to be had here (not a content handler)
-      ngx.log(ngx.ERR, "helpdesk: the handler of a card action could not run: ", tostring(s1))
-      status, answer_body = 500, answer("the handler could not run")
+    else -- no light threads here (not a content handler), or a bug: the handler may not have run
+      ngx.log(ngx.ERR, "helpdesk: a card action could not be served in light threads of the request ",
+              "(nginx_handler belongs in content_by_lua): ", tostring(s1))
+      status, answer_body = 500, answer("the card action could not be served")
     end
     handler = nil
   end
