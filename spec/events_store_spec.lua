@@ -52,6 +52,19 @@ describe("the receiver's store", function()
     end
   end)
 
+  it("answers 409, neither a duplicate nor a second run, when the store has the id but cannot read it", function()
+    local mem = helpdesk.memory_store()
+    local st = setmetatable({ add = function() return false, "exists" end,
+                              get = function() error("read timed out") end }, { __index = mem })
+    local r = receiver({ store = st })
+    local ran = 0
+    r:on(MESSAGE, function() ran = ran + 1 end)
+    local status, _, ev = r:handle(push("unreadable-1"))
+    assert.are.equal(409, status)
+    assert.is_nil(ev.duplicate)
+    assert.are.equal(0, ran)
+  end)
+
   it("answers, never raises, when looking up the store's methods raises", function()
     local mem = helpdesk.memory_store()
     local closed = false

@@ -716,10 +716,12 @@ claim = function(self, headers, body, answered_first)
   local added, why = take()
   if not added and why == "exists" then
     local ok, v = pcall(st.get, st, key)
-    local state = ok and run_state(v)
-    if state == "abandoned" or (ok and v == nil) then
+    if not ok then v = nil end
+    local state = run_state(v)
+    if state == "abandoned" or v == nil then
       -- a run of this state that nobody will end (its coroutine dropped,
-      -- or closed), or a claim gone meanwhile: taken anew
+      -- or closed), or a claim gone meanwhile (or unreadable): taken anew,
+      -- if the store lets it (else answered 409 below, never a duplicate)
       if state then pcall(st.delete, st, key) end
       added, why = take()
     elseif not state then
