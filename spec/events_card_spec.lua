@@ -233,3 +233,100 @@ describe("events.card_reply", function()
     end
   end)
 end)
+
+describe("card answers and the receiver's calls, whatever the caller does", function()
+  local CLICK = { x = 1 }
+
+  it("go out with every number exact, as message content does", function()
+    local r = receiver()
+    local card = { config = { update_multi = true },
+                   elements = { { tag = "div", value = 0.1 + 0.2, id = 1700000000123456 } } }
+    r:on("card.action.trigger_v1", function() return assert(events.card_reply({ card = card })) end)
+    local status, body = r:handle(old_click(CLICK))
+    assert.are.equal(200, status)
+    assert.matches('"value":0.30000000000000004', body, 1, true)
+    assert.matches('"id":1700000000123456', body, 1, true)
+    r:on("card.action.trigger", function()
+      return assert(events.card_reply({ toast = { type = "info", content = "t" }, card = card }))
+    end)
+    body = select(2, r:handle(new_click(CLICK)))
+    assert.matches('"id":1700000000123456', body, 1, true)
+    -- a table as it is, likewise
+    r:on("card.action.trigger", function() return { n = 1700000000123456, f = 1 / 3 } end)
+    body = select(2, r:handle(new_click(CLICK)))
+    assert.matches('"n":1700000000123456', body, 1, true)
+    assert.matches('"f":0.3333333333333333', body, 1, true)
+  end)
+
+  it("answer 500, never raise, for a reply the handler changed after card_reply made it", function()
+    local r = receiver()
+    local change
+    r:on("card.action.trigger_v1", function()
+      local reply = toast_and_card()
+      change(reply)
+      return reply
+    end)
+    local cases = {
+      { function(reply) reply.card = 5 end, "the card reply's card was changed after card_reply made it" },
+      -- pairs of Lua 5.1 and LuaJIT would skip it silently: the card dropped
+      { function(reply) reply.card.data = setmetatable({}, { __pairs = function() error("no pairs") end }) end,
+        "the card reply's card has a metatable: content tables must be plain (lua-cjson does not follow metatables)" },
+      { function(reply) reply.toast = { type = "loud", content = "x" } end,
+        "the card reply's toast type must be info, success, error or warning" },
+    }
+    for _, case in ipairs(cases) do
+      change = case[1]
+      local ok, status, body = pcall(r.handle, r, old_click(CLICK))
+      assert.is_true(ok, tostring(status))
+      assert.are.equal(500, status)
+      assert.are.same({ msg = case[2] }, cjson.decode(body))
+    end
+  end)
+
+  it("answer 400 for headers that raise when read, on every Lua", function()
+    local r = receiver({ encrypt_key = false })
+    local ran = false
+    r:on("card.action.trigger_v1", function() ran = true end)
+    local h, b = old_click(CLICK)
+    -- a proxy of the headers whose iteration fails (Lua 5.1 and LuaJIT
+    -- would have read it as no headers at all)
+    local proxy = setmetatable({}, { __pairs = function() error("headers gone") end })
+    local status, body, err = r:handle(proxy, b)
+    assert.are.equal(400, status)
+    assert.are.equal("headers", err.field)
+    assert.matches("headers gone", cjson.decode(body).msg, 1, true)
+    -- one that iterates as 5.2 would, on every Lua
+    local ok_proxy = setmetatable({}, { __pairs = function() return next, h, nil end })
+    assert.are.equal(200, (r:handle(ok_proxy, b)))
+    -- a header given as a list whose lookup raises
+    h["x-lark-signature"] = setmetatable({}, { __index = function() error("idx") end })
+    status, body, err = r:handle(h, b)
+    assert.matches("idx", body, 1, true)
+    assert.are.equal(400, status)
+    assert.are.equal("headers", err.field)
+    assert.is_true(ran)
+  end)
+
+  it("answer 500, never raise, when called with a dot or no receiver", function()
+    local r = receiver()
+    local h, b = old_click(CLICK)
+    for _, call in ipairs({ function() return r.handle(h, b) end,
+                            function() return events.Receiver.handle(nil, h, b) end }) do
+      local ok, status, body, err = pcall(call)
+      assert.is_true(ok, tostring(status))
+      assert.are.equal(500, status)
+      assert.are.same({ msg = "not a receiver" }, cjson.decode(body))
+      assert.are.equal("receiver", err.field)
+    end
+    local bad = setmetatable({}, { __index = function() error("no fields here") end })
+    for _, call in ipairs({ function() return r:decode(bad, b) end, function() return r.decode(nil, h, b) end,
+                            function() return events.card_reply(bad) end,
+                            function() return events.card_action(bad) end,
+                            function() return events.ticket_status(bad) end }) do
+      local ok, v, err = pcall(call)
+      assert.is_true(ok, tostring(v))
+      assert.is_nil(v)
+      assert.are.equal("invalid", err.kind)
+    end
+  end)
+end)

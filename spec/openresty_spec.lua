@@ -596,6 +596,35 @@ describe("OpenResty #openresty", function()
       assert.are.equal("slow handler done\n", result)
     end)
 
+    it("logs a card handler's reply that cannot be sent, and one that fails after card_timeout", function()
+      local function click(value)
+        return fake.card_action({ url = url .. "/cards-faulty", protocol = "new",
+                                  verification_token = "nginx-verification-token",
+                                  action = { tag = "button", value = value } })
+      end
+      local function log() return sh("cat " .. dir .. "/logs/error.log") end
+      -- the handler slipped: answered 500 saying why, and logged so, not as
+      -- a handler that "could not run"
+      local answer = click({ late = false })
+      assert.are.equal(500, answer.status)
+      local why = "the card reply's card was changed after card_reply made it"
+      assert.are.same({ msg = why }, cjson.decode(answer.body))
+      assert.matches("the reply of a card action's handler cannot be sent (answered 500): " .. why, log(), 1, true)
+      assert.is_nil(log():find("could not", 1, true))
+      -- answered {} at card_timeout; its failure 0.2 s later is logged too
+      answer = click({ late = true })
+      assert.are.equal(200, answer.status)
+      assert.are.equal("{}", answer.body)
+      local text
+      for _ = 1, 30 do
+        text = log()
+        if text:find("LATE CARD HANDLER FAILED", 1, true) then break end
+        sh("sleep 0.1")
+      end
+      assert.matches("the handler of a card action, answered {} after 0.2 s, then failed: .*LATE CARD HANDLER FAILED",
+                     text)
+    end)
+
     it("lets the collector take clients a handler dropped", function()
       assert.are.equal("0 left\n", curl(url .. "/collect"))
     end)

@@ -23,11 +23,13 @@ local errors = require "helpdesk.errors"
 local json = require "helpdesk.json"
 local openresty = require "helpdesk.openresty"
 local store = require "helpdesk.store"
+local claims = require "helpdesk.token" -- its lock values, for the claims of running events
 local validate = require "helpdesk.validate"
 
 local type, pairs, ipairs, next, tostring, tonumber, setmetatable, getmetatable, pcall = type, pairs, ipairs, next,
   tostring, tonumber, setmetatable, getmetatable, pcall
 local floor, abs, time = math.floor, math.abs, os.time
+local running, costatus = coroutine.running, coroutine.status
 local tointeger = math.tointeger or function(x) return x end
 local sha256, sha1, equal, base64, base64_decode = core.sha256, core.sha1, core.equal, core.base64,
   core.base64_decode
@@ -43,6 +45,10 @@ local M = {
   REMEMBER = 26000,
   --- The default `card_timeout`: 2.5 seconds, inside Feishu's 3 s for a card action's answer.
   CARD_TIMEOUT = 2.5,
+  --- Seconds an event is claimed as running while its handler runs: 60. A
+  -- push of the event meanwhile is answered 409 (Feishu pushes it again
+  -- later); a run whose process died holds its event no longer than this.
+  RUNNING_TTL = 60,
   --- The event type of a card action of the new protocol (a v2 envelope).
   CARD_ACTION = "card.action.trigger",
   --- The event type given to a card action of the old protocol (no envelope, SHA-1 signed).
@@ -54,6 +60,8 @@ local CARD = { [CARD_ACTION] = true, [CARD_ACTION_V1] = true }
 
 -- The receivers' secrets, out of reach of anyone who prints a receiver.
 local private = setmetatable({}, { __mode = "k" })
+-- The key under which a receiver holds the caller's store (see new).
+local HOLDS = setmetatable({}, { __tostring = function() return "(held)" end })
 
 local Receiver = { __name = "helpdesk.events.receiver" }
 Receiver.__index = Receiver
@@ -108,9 +116,12 @@ function M.new(opts)
   end
   -- where the ids of the events already handled live: shared by the
   -- receivers given the same store, and inside nginx by every worker
+  local held
   if opts.store ~= nil then
-    p.store, err = config.store(opts.store)
-    if not p.store then return nil, err end
+    held, err = config.store(opts.store)
+    if not held then return nil, err end
+    -- a method that raises (a closed connection) fails the call, never the receiver
+    p.store = store.guarded(held)
   elseif openresty.in_nginx() and opts.shared_dict ~= false then
     local name = opts.shared_dict or "helpdesk"
     if type(name) ~= "string" then return nil, invalid("shared_dict", "must be the name of a lua_shared_dict") end
@@ -134,6 +145,10 @@ function M.new(opts)
   -- handlers live on the receiver, not with its secrets: one may well refer
   -- to its receiver (see the client's private table)
   local r = setmetatable({ handlers = {} }, Receiver)
+  -- The caller's store, likewise (the guarded store in p holds it weakly: it
+  -- may refer back to its receiver, and Lua 5.1 and LuaJIT have no
+  -- ephemerons), behind a function, under a key no one sets by mistake.
+  if held then r[HOLDS] = function() return held end end
   private[r] = p
   return r
 end
@@ -150,11 +165,25 @@ local WANTED = {
   ["x-lark-request-nonce"] = "nonce",
 }
 
+-- pairs(t) as Lua 5.2 and later have it, following __pairs (Lua 5.1 and
+-- LuaJIT ignore it: a proxy table would read as empty there, silently).
+local native_pairs = false
+pcall(function()
+  for _ in pairs(setmetatable({}, { __pairs = function() native_pairs = true return next, {}, nil end })) do end
+end)
+local function pairs_of(t)
+  if not native_pairs then
+    local mt = getmetatable(t)
+    if type(mt) == "table" and mt.__pairs ~= nil then return mt.__pairs(t) end
+  end
+  return pairs(t)
+end
+
 local function read_headers(headers)
   local h = {}
   if headers == nil then return h end
   if type(headers) ~= "table" then return nil, invalid("headers", "must be a table of request headers") end
-  for k, v in pairs(headers) do
+  for k, v in pairs_of(headers) do
     local name = type(k) == "string" and WANTED[k:lower()]
     if name then
       if type(v) == "table" then
@@ -407,7 +436,10 @@ function Receiver:decode(headers, body)
   if #body > p.max_body then
     return nil, invalid("body", "is larger than max_body_size (" .. p.max_body .. " bytes)")
   end
-  local h, err = read_headers(headers)
+  local read, h, err = pcall(read_headers, headers)
+  if not read then
+    return nil, invalid("headers", "could not be read (reading them raised an error: " .. tostring(h) .. ")")
+  end
   if not h then return nil, err end
   local payload = json.decode(body)
   if type(payload) ~= "table" or is_list(payload) then return nil, invalid("body", "is not a JSON object") end
@@ -478,6 +510,43 @@ end
 local UNAUTHORIZED = { token = true, signature = true, timestamp = true }
 
 local claim -- below: handle but for running the handler
+
+-- The runs under way in this Lua state, by the value of their claim: what
+-- runs the handler (its coroutine, or what stands for it until it runs).
+-- Weak values: a run abandoned (its coroutine dropped by a server that
+-- cancelled its task, and collected) leaves a claim nobody will end, known
+-- for one by a later push. A claim's value: RUNNING and a lock value of
+-- this state's (helpdesk.token's, drawn anew in a new process).
+local runs = setmetatable({}, { __mode = "v" })
+local MAIN = {} -- coroutine.running() of the main thread on Lua 5.1
+local RUNNING = "running "
+
+-- What the stored value v of an event says: "running" (a run under way,
+-- here or in another process: until its claim expires), "abandoned" (a run
+-- of this state's that nobody will end), or nil (the event was handled).
+local function run_state(v)
+  if type(v) ~= "string" or v:sub(1, #RUNNING) ~= RUNNING then return nil end
+  if not claims.own(v:sub(#RUNNING + 1)) then return "running" end
+  local co = runs[v]
+  if co == nil then return "abandoned" end
+  -- out of nginx (whose coroutine.status knows only the request's own)
+  if type(co) == "thread" and not rawget(_G, "ngx") and costatus(co) == "dead" then return "abandoned" end
+  return "running"
+end
+
+-- Ends the claim of a run: the event remembered as handled for `remember`
+-- seconds, or forgotten (only if the claim is still this run's) so that
+-- Feishu's next push runs it again.
+local function settle(p, key, value, done)
+  if value then runs[value] = nil end
+  local st = p.store
+  if done then
+    pcall(st.set, st, key, 1, p.remember)
+  elseif value then
+    local ok, v = pcall(st.get, st, key)
+    if ok and v == value then pcall(st.delete, st, key) end
+  end
+end
 local card_in_nginx -- below: a card action's handler run in nginx, with its time limit
 
 local CardReply = { __name = "helpdesk.events.card_reply" }
@@ -533,82 +602,146 @@ local function template_of(t)
   return { template_id = t.id, template_variable = t.variables, template_version_name = t.version }
 end
 
+-- A card_reply's card as the handler left it, checked again (it may have
+-- changed it since card_reply made it): the card, or nil and a message.
+local function card_of(card)
+  if type(card) ~= "table" or getmetatable(card) ~= nil or (card.type ~= "raw" and card.type ~= "template")
+      or type(card.data) ~= "table" then
+    return nil, "the card reply's card was changed after card_reply made it"
+  end
+  local ok, err = validate.content_table(card.data, "card")
+  if not ok then return nil, "the card reply's " .. err.msg end
+  return card
+end
+
 -- The status and JSON body answering a card action whose handler returned
--- reply (a card_reply, a table as it is, or nothing).
+-- reply (a card_reply, a table as it is, or nothing); a 500 for a reply
+-- that cannot be sent, and why. Every number goes out exactly (json.encode_exact).
 local function card_answer(ev, reply)
+  local function refuse(msg) return 500, answer(msg), msg end
   if reply == nil or reply == true then return 200, "{}" end
   local t = reply
   if getmetatable(reply) == CardReply then
+    local toast, card = rawget(reply, "toast"), rawget(reply, "card")
+    local err
+    if toast ~= nil then
+      toast, err = toast_of(toast)
+      if not toast then return refuse("the card reply's " .. err.msg) end
+    end
+    if card ~= nil then
+      card, err = card_of(card)
+      if not card then return refuse(err) end
+    end
     if ev.event_type ~= CARD_ACTION_V1 then
-      t = { toast = reply.toast, card = reply.card }
-    elseif reply.card and reply.card.type == "template" then
-      return 500, answer("a card template cannot answer an old-protocol card action")
+      t = { toast = toast, card = card }
+    elseif card and card.type == "template" then
+      return refuse("a card template cannot answer an old-protocol card action")
     else
       t = {}
-      for k, v in pairs(reply.card and reply.card.data or {}) do t[k] = v end
-      t.toast = reply.toast
+      for k, v in next, card and card.data or {} do t[k] = v end
+      t.toast = toast
     end
   elseif type(reply) ~= "table" then
-    return 500, answer("the card action's handler returned neither a card reply nor a table")
+    return refuse("the card action's handler returned neither a card reply nor a table")
   end
-  local text, err = json.encode(t)
-  if not text then return 500, answer("the card reply is not JSON: " .. tostring(err)) end
+  local text, err = json.encode_exact(t)
+  if not text then return refuse("the card reply is not JSON: " .. tostring(err)) end
   return 200, text
 end
-
 
 --- Answers one request Feishu pushed: decodes it (@{Receiver:decode}),
 -- answers the URL verification, and runs the event's handler once per event
 -- id (for `remember` seconds, in the receiver's store: Feishu pushes an event
--- again when it got no 200 within 3 s). A handler that fails is answered
--- 500 and forgotten, so Feishu's next push of the event runs it again; one
--- that succeeds never runs again for that event. Never raises.
+-- again when it got no 200 within 3 s). While the handler runs the event is
+-- claimed as running (for at most `RUNNING_TTL` seconds): a push of it
+-- meanwhile is answered 409, so that Feishu pushes it again later. A
+-- handler that fails is answered 500 and forgotten, so Feishu's next push of
+-- the event runs it again; one that succeeds never runs again for that
+-- event. A run abandoned (its coroutine dropped, or closed) is run again by
+-- the next push. A store that fails does not stop the handler. Never raises.
 -- @tparam table headers the request headers (any case)
 -- @string body the raw request body
 -- A card action is never de-duplicated (Feishu does not push one again)
 -- and is answered with what its handler returns (see @{card_reply}).
 -- @treturn int the status to answer: 200, 400 (a malformed request), 401
--- (a wrong token or signature, a stale timestamp) or 500 (the handler failed)
+-- (a wrong token or signature, a stale timestamp), 409 (the event's handler
+-- is running) or 500 (the handler failed)
 -- @treturn string the JSON body to answer: the challenge, `{}`, a card
 -- action's reply, or `{"msg":…}`
--- @return the event (its `duplicate` is `true` when it was handled before),
+-- @return the event (its `duplicate` is `true` when it was handled before,
+-- its `running` when its handler is running),
 -- the challenge table, or the error (an `invalid` error, or what the handler
 -- raised or returned)
 function Receiver:handle(headers, body)
-  local status, answer_body, ev, handler, key = claim(self, headers, body)
+  local status, answer_body, ev, handler, key, value = claim(self, headers, body)
   if handler then
     local ran, r1, r2 = pcall(handler, ev)
-    if not ran or (r1 == nil and r2 ~= nil) then
-      if key then
-        local p = private[self]
-        pcall(p.store.delete, p.store, key)
-      end
+    local failed = not ran or (r1 == nil and r2 ~= nil)
+    if key then settle(private[self], key, value, not failed) end
+    if failed then
       return 500, answer("the handler failed"), ran and r2 or r1
     end
     if CARD[ev.event_type] then
       status, answer_body = card_answer(ev, r1)
     end
+  elseif key then
+    settle(private[self], key, value, true) -- no handler: handled all the same
   end
   return status, answer_body, ev
 end
 
 -- Everything of handle but running the handler: the status and body to
--- answer, the event (or challenge, or error), and for a new event that has
--- a handler, the handler and the event's key in the store.
-claim = function(self, headers, body)
+-- answer, the event (or challenge, or error), and for a new event, its
+-- handler (if any), its key in the store and the value of its claim there
+-- (nil when the store failed to take it). answered_first: for nginx_handler,
+-- the event taken as handled (at most once) rather than claimed as running.
+claim = function(self, headers, body, answered_first)
   local ev, err = self:decode(headers, body)
   if not ev then return UNAUTHORIZED[err.field] and 401 or 400, answer(err.msg), err end
   if ev.challenge then return 200, json.encode({ challenge = ev.challenge }), ev end
   if CARD[ev.event_type] then return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"] end
   local p = private[self]
   local key = "helpdesk:event:" .. tostring(ev.app_id) .. ":" .. ev.event_id
-  -- a store that fails: the event is handled (twice, maybe) rather than lost
-  local ok, added = pcall(p.store.add, p.store, key, 1, p.remember)
-  if ok and not added then
-    ev.duplicate = true
-    return 200, "{}", ev
+  local handler = self.handlers[ev.event_type] or self.handlers["*"]
+  -- the event claimed as running (not yet handled) for a bounded time; or,
+  -- for nginx_handler, which answers before the handler runs, as handled
+  local st, value, ttl = p.store, RUNNING .. claims.lock_value(), M.RUNNING_TTL
+  if answered_first then value, ttl = 1, p.remember end
+  local function take()
+    local ok, added, why = pcall(st.add, st, key, value, ttl)
+    if not ok then return false, "failed" end
+    if added then return true end
+    return false, why or "exists"
   end
-  return 200, "{}", ev, self.handlers[ev.event_type] or self.handlers["*"], key
+  local added, why = take()
+  if not added and why == "exists" then
+    local ok, v = pcall(st.get, st, key)
+    if not ok then v = nil end
+    local state = run_state(v)
+    if state == "abandoned" or v == nil then
+      -- a run of this state that nobody will end (its coroutine dropped,
+      -- or closed), or a claim gone meanwhile (or unreadable): taken anew,
+      -- if the store lets it (else answered 409 below, never a duplicate)
+      if state then pcall(st.delete, st, key) end
+      added, why = take()
+    elseif not state then
+      ev.duplicate = true
+      return 200, "{}", ev
+    end
+    if not added and why == "exists" then
+      -- still running: not a 200, which would stand for it should it fail
+      ev.running = true
+      return 409, answer("the event is being handled: push it again later"), ev
+    end
+  end
+  -- a store that fails (full, closed, raising): the event is handled (twice,
+  -- maybe) rather than lost, with no claim to end
+  if not added then
+    value = nil
+  elseif not answered_first then
+    runs[value] = running() or MAIN
+  end
+  return 200, "{}", ev, handler, key, value
 end
 
 -- The raw body of the request nginx is serving (read from the temporary
@@ -705,14 +838,24 @@ local TIMED_OUT = {}
 -- Runs a card action's handler in a light thread of the request, waiting
 -- for it at most timeout seconds: the status and body to answer, and true
 -- when the handler is still running (answered {}: Feishu waits 3 s only).
+-- A late handler that fails is logged when it ends, as one in time is.
 card_in_nginx = function(ngx, timeout, handler, ev)
-  local worker = ngx.thread.spawn(function() return pcall(handler, ev) end)
+  local late = false
+  local worker = ngx.thread.spawn(function()
+    local ran, r1, r2 = pcall(handler, ev)
+    if late and (not ran or (r1 == nil and r2 ~= nil)) then
+      ngx.log(ngx.ERR, "helpdesk: the handler of a card action, answered {} after ", timeout,
+              " s, then failed: ", tostring(ran and r2 or r1))
+    end
+    return ran, r1, r2
+  end)
   local sleeper = ngx.thread.spawn(function()
     ngx.sleep(timeout)
     return TIMED_OUT
   end)
   local ok, ran, r1, r2 = ngx.thread.wait(worker, sleeper)
   if ran == TIMED_OUT then
+    late = true
     ngx.log(ngx.ERR, "helpdesk: the handler of a card action took over ", timeout, " s: answered {}")
     return 200, "{}", true
   end
@@ -721,40 +864,49 @@ card_in_nginx = function(ngx, timeout, handler, ev)
     ngx.log(ngx.ERR, "helpdesk: the handler of a card action failed: ", tostring(ran and r2 or r1))
     return 500, answer("the handler failed")
   end
-  return card_answer(ev, r1)
+  local status, text, why = card_answer(ev, r1)
+  if why then
+    ngx.log(ngx.ERR, "helpdesk: the reply of a card action's handler cannot be sent (answered 500): ", why)
+  end
+  return status, text
 end
 
 --- Serves Feishu's push in nginx: `content_by_lua_block {
 -- helpdesk.events.nginx_handler(receiver) }`. It answers at once, as
 -- @{Receiver:handle} would, and runs the event's handler after the answer
 -- (in a timer, where it may call a client: the thread pool and the shared
--- budget work there), so a slow handler never makes Feishu push again. A
--- handler that fails is logged at `ngx.ERR`; Feishu, answered 200, does not
--- push the event again (at most once). A card action's handler runs before
+-- budget work there), so a slow handler never makes Feishu push again. The
+-- event is taken as handled when answered (at most once): a push of it
+-- again is a duplicate, even while its handler runs. A handler that fails
+-- is logged at `ngx.ERR`; Feishu, answered 200, does not push the event
+-- again. A card action's handler runs before
 -- the answer, which is its reply (see @{card_reply}): when it has not
 -- returned within the receiver's `card_timeout` (default 2.5 s), `{}` is
--- answered and the handler left to finish. Never raises.
+-- answered and the handler left to finish (its failure, if it fails then,
+-- logged at `ngx.ERR` too). Never raises.
 -- @tparam Receiver receiver
 -- @treturn int the status answered
 function M.nginx_handler(receiver)
   local ngx = rawget(_G, "ngx")
   if type(ngx) ~= "table" or type(ngx.req) ~= "table" then return nil, invalid("nginx", "is not serving a request") end
   local body, berr = request_body(ngx)
-  local status, answer_body, ev, handler, late
+  local status, answer_body, ev, handler, late, key, value
   if not body then
     status, answer_body = 400, answer("the request body could not be read: " .. tostring(berr))
   elseif getmetatable(receiver) ~= Receiver then
     status, answer_body = 500, answer("not a receiver")
   else
-    status, answer_body, ev, handler = claim(receiver, ngx.req.get_headers(100), body)
+    status, answer_body, ev, handler, key, value = claim(receiver, ngx.req.get_headers(100), body, true)
   end
+  local p = private[receiver]
   if handler and CARD[ev.event_type] then
     local ok, s1, b1, l1 = pcall(card_in_nginx, ngx, private[receiver].card_timeout, handler, ev)
     if ok then
       status, answer_body, late = s1, b1, l1
-    else -- light threads not to be had here (not a content handler)
-      ngx.log(ngx.ERR, "helpdesk: the handler of a card action could not run: ", tostring(s1))
-      status, answer_body = 500, answer("the handler could not run")
+    else -- no light threads here (not a content handler), or a bug: the handler may not have run
+      ngx.log(ngx.ERR, "helpdesk: a card action could not be served in light threads of the request ",
+              "(nginx_handler belongs in content_by_lua): ", tostring(s1))
+      status, answer_body = 500, answer("the card action could not be served")
     end
     handler = nil
   end
@@ -766,14 +918,20 @@ function M.nginx_handler(receiver)
   if late then ngx.eof() end
   if handler then
     local ok, terr = ngx.timer.at(0, function(premature)
-      if premature then return end
+      if premature then -- nginx is exiting: it never ran, a push to come may run it
+        if key then settle(p, key, value, false) end
+        return
+      end
       local ran, r1, r2 = pcall(handler, ev)
       if not ran or (r1 == nil and r2 ~= nil) then
         ngx.log(ngx.ERR, "helpdesk: the handler of ", ev.event_type, " ", ev.event_id, " failed: ",
                 tostring(ran and r2 or r1))
       end
     end)
-    if not ok then ngx.log(ngx.ERR, "helpdesk: no timer for the event handler: ", tostring(terr)) end
+    if not ok then
+      ngx.log(ngx.ERR, "helpdesk: no timer for the event handler: ", tostring(terr))
+      if key then settle(p, key, value, false) end
+    end
   end
   return status
 end
@@ -886,6 +1044,69 @@ function M.text_of(ev)
     if type(text) == "string" then return text end
   end
   return nil, invalid("message", "is not a text ticket message event")
+end
+
+-- A public function never raises: what raises inside (input whose
+-- metamethods raise, a handler's reply changed into nonsense, a bug) is an
+-- error, with the receiver's secrets redacted from its message.
+local function raised_error(r, what)
+  local ok, text = pcall(tostring, what)
+  text = ok and text or "(an error that cannot be shown)"
+  local err = errors.new("invalid", { field = "input", msg = "reading the input raised an error: " .. text })
+  local p = private[r]
+  if p then
+    local secrets = {}
+    if p.verification_token then secrets[#secrets + 1] = p.verification_token end
+    if p.encrypt_key then secrets[#secrets + 1] = p.encrypt_key end
+    errors.redact(err, secrets)
+  end
+  return err
+end
+
+local handle = Receiver.handle
+function Receiver.handle(self, headers, body)
+  if private[self] == nil then
+    return 500, answer("not a receiver"),
+      invalid("receiver", "must be made by helpdesk.events.new (call receiver:handle(headers, body), with a colon)")
+  end
+  local ok, status, text, ev = pcall(handle, self, headers, body)
+  if ok then return status, text, ev end
+  return 500, answer("the request could not be handled"), raised_error(self, status)
+end
+
+for _, name in ipairs({ "decode", "on" }) do
+  local f = Receiver[name]
+  Receiver[name] = function(self, ...)
+    local ok, a, b = pcall(f, self, ...)
+    if ok then return a, b end
+    return nil, raised_error(self, a)
+  end
+end
+
+for _, name in ipairs({ "card_reply", "card_action", "ticket_id", "message_type", "sender", "ticket_status",
+                        "text_of" }) do
+  local f = M[name]
+  M[name] = function(...)
+    local ok, a, b, c = pcall(f, ...)
+    if ok then return a, b, c end
+    return nil, raised_error(nil, a)
+  end
+end
+
+local nginx_handler = M.nginx_handler
+function M.nginx_handler(receiver)
+  local ok, status, err = pcall(nginx_handler, receiver)
+  if ok then return status, err end
+  local ngx = rawget(_G, "ngx")
+  ngx.log(ngx.ERR, "helpdesk: serving Feishu's push raised an error: ", tostring(raised_error(receiver, status)))
+  if not ngx.headers_sent then
+    local text = answer("the request could not be handled")
+    ngx.status = 500
+    ngx.header["Content-Type"] = "application/json; charset=utf-8"
+    ngx.header["Content-Length"] = #text
+    ngx.print(text)
+  end
+  return 500
 end
 
 return M

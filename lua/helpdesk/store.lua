@@ -3,29 +3,66 @@
 -- (so that all workers share one token and one budget). Both answer the
 -- calls of ngx.shared.DICT that the token cache and the limiter use:
 -- get, set, add, delete, incr. Times-to-live are in seconds; 0 or nil is none.
-local setmetatable, type, pcall = setmetatable, type, pcall
+local setmetatable, type, pcall, next = setmetatable, type, pcall, next
 
 local M = {}
 
 local Table = {}
 Table.__index = Table
 
+-- A table of n keys is swept of its expired entries once it holds twice the
+-- keys it held after the last sweep (and at least this many): a sweep walks
+-- the whole table, so each set pays for it a constant share.
+local SWEEP_MIN = 64
+
 -- now: the clock the times-to-live are counted on.
 function M.table(now)
-  return setmetatable({ now = now, values = {}, expiry = {} }, Table)
+  return setmetatable({ now = now, values = {}, expiry = {}, count = 0, sweep_at = SWEEP_MIN }, Table)
+end
+
+-- Forgets key, keeping the count of keys.
+local function drop(self, key)
+  if self.values[key] ~= nil then self.count = self.count - 1 end
+  self.values[key], self.expiry[key] = nil, nil
+end
+
+-- Drops every expired entry: entries whose keys are never read again would
+-- otherwise stay for ever (a receiver's event ids, one per event).
+local function sweep(self)
+  local now = self.now()
+  for key, exp in next, self.expiry do
+    if exp <= now then drop(self, key) end
+  end
+  self.sweep_at = self.count * 2
+  if self.sweep_at < SWEEP_MIN then self.sweep_at = SWEEP_MIN end
+end
+
+-- Sets key to value, counting a new key (and sweeping when due).
+local function put(self, key, value)
+  if self.values[key] == nil then
+    self.count = self.count + 1
+    if self.count >= self.sweep_at then
+      self.values[key] = value -- counted: the sweep keeps it
+      sweep(self)
+      return
+    end
+  end
+  self.values[key] = value
 end
 
 function Table:get(key)
   local exp = self.expiry[key]
-  if exp and exp <= self.now() then
-    self.values[key], self.expiry[key] = nil, nil
-  end
+  if exp and exp <= self.now() then drop(self, key) end
   return self.values[key]
 end
 
 function Table:set(key, value, ttl)
-  self.values[key] = value
+  if value == nil then
+    drop(self, key)
+    return true
+  end
   self.expiry[key] = ttl and ttl > 0 and self.now() + ttl or nil
+  put(self, key, value)
   return true
 end
 
@@ -36,7 +73,7 @@ function Table:add(key, value, ttl)
 end
 
 function Table:delete(key)
-  self.values[key], self.expiry[key] = nil, nil
+  drop(self, key)
 end
 
 function Table:incr(key, by, init)
@@ -46,7 +83,7 @@ function Table:incr(key, by, init)
     v = init
   end
   v = v + by
-  self.values[key] = v
+  put(self, key, v)
   return v
 end
 
