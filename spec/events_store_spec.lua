@@ -203,3 +203,38 @@ describe("the receiver's store", function()
     assert.are.equal("suspended", coroutine.status(stuck))
   end)
 end)
+
+describe("receivers on several hosts, given one Redis", function()
+  local redis_server = require "redis_server"
+  local server
+  setup(function() server = redis_server.start() end)
+  teardown(function() redis_server.finish(server) end)
+
+  it("act on an event once between them, and refuse a Redis URL that is not one", function()
+    local runs = 0
+    local hosts = {}
+    for i = 1, 2 do
+      hosts[i] = receiver({ store = { redis = server.url .. "/5", prefix = "events-spec:" } })
+      hosts[i]:on(MESSAGE, function() runs = runs + 1 end)
+    end
+    -- Feishu pushes again, to another host behind the load balancer
+    for _, i in ipairs({ 1, 2, 1, 2 }) do
+      local status = hosts[i]:handle(push("redis-1"))
+      assert.are.equal(200, status)
+    end
+    assert.are.equal(1, runs)
+    assert.is_true(select(3, hosts[2]:handle(push("redis-1"))).duplicate)
+    -- a third host, on the same Redis but another prefix, is another app
+    local other = receiver({ store = { redis = server.url .. "/5", prefix = "other-app:" } })
+    other:on(MESSAGE, function() runs = runs + 1 end)
+    assert.are.equal(200, (other:handle(push("redis-1"))))
+    assert.are.equal(2, runs)
+    for _, bad in ipairs({ { redis = "redis://:Zq9xK2@127.0.0.1:1" }, { redis = server.url, host = "x" },
+                           { redis = "http://127.0.0.1:1" } }) do
+      local r, err = events.new({ verification_token = TOKEN, store = bad })
+      assert.is_nil(r)
+      assert.are.equal("invalid", err.kind)
+      assert.is_nil(tostring(err):find("Zq9xK2", 1, true))
+    end
+  end)
+end)

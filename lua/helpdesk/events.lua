@@ -117,7 +117,23 @@ function M.new(opts)
   -- where the ids of the events already handled live: shared by the
   -- receivers given the same store, and inside nginx by every worker
   local held
-  if opts.store ~= nil then
+  local redis = type(opts.store) == "table" and rawget(opts.store, "redis") ~= nil and rawget(opts.store, "get") == nil
+  if redis then
+    -- { redis = "redis://…", prefix =, timeout = }: the ids in Redis, shared
+    -- by the receivers of every host; the local store while Redis is down
+    for k in pairs(opts.store) do
+      if k ~= "redis" and k ~= "prefix" and k ~= "timeout" then
+        return nil, invalid("store", "has an unknown field " .. tostring(k) .. " (a Redis store takes redis, "
+          .. "prefix and timeout)")
+      end
+    end
+    local fallback = openresty.in_nginx() and opts.shared_dict ~= false
+      and store.shared(type(opts.shared_dict) == "string" and opts.shared_dict or "helpdesk") or store.table(clock.now)
+    held, err = require("helpdesk.redis_store").new({ redis = opts.store.redis, prefix = opts.store.prefix,
+                                                      timeout = opts.store.timeout, fallback = fallback })
+    if not held then return nil, err end
+    p.store = store.guarded(held)
+  elseif opts.store ~= nil then
     held, err = config.store(opts.store)
     if not held then return nil, err end
     -- a method that raises (a closed connection) fails the call, never the receiver
