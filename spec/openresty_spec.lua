@@ -293,6 +293,17 @@ describe("OpenResty #openresty", function()
       redis_server.finish(redis)
     end)
 
+    -- The limiter's count of ticket messages, as Redis holds it.
+    local function redis_seq()
+      local c = assert(require("helpdesk.core").redis_connect("127.0.0.1", redis.port, 1))
+      assert(c:command("AUTH", "redis-pass-1"))
+      assert(c:command("SELECT", "3"))
+      local seq
+      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
+      c:close()
+      return seq
+    end
+
     it("and two plain Lua processes keep one token and one rate budget, nginx through cosockets", function()
       -- the documented 50 a second, counted by the fake for the app
       fake.config({ rate_limits = { ticket_message = { per_second = 50 } } })
@@ -333,14 +344,7 @@ describe("OpenResty #openresty", function()
       -- at least 0.9 of the limit (a retried 429 is one request more)
       assert.is_true(rate >= 45 and rate <= 50 + st.rate_limited, tostring(rate))
       -- the budget is Redis's: every reservation (a 429's retry takes one more) numbered there
-      local core = require "helpdesk.core"
-      local c = assert(core.redis_connect("127.0.0.1", redis.port, 1))
-      assert(c:command("AUTH", "redis-pass-1"))
-      assert(c:command("SELECT", "3"))
-      local seq
-      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
-      c:close()
-      assert.are.equal(string.format("%d", 150 + st.rate_limited), seq)
+      assert.are.equal(string.format("%d", 150 + st.rate_limited), redis_seq())
     end)
 
     it("go on with their shared dicts while Redis is down, and back to Redis when it is up", function()
@@ -368,14 +372,7 @@ describe("OpenResty #openresty", function()
       assert.are.same({ before1 = 4, before2 = 4, down1 = 10, down2 = 10, after1 = 10, after2 = 10 },
                       delivered.counts)
       -- the calls after are numbered in Redis again (it restarted empty)
-      local core = require "helpdesk.core"
-      local c = assert(core.redis_connect("127.0.0.1", redis.port, 1))
-      assert(c:command("AUTH", "redis-pass-1"))
-      assert(c:command("SELECT", "3"))
-      local seq
-      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do seq = c:command("GET", key) end
-      c:close()
-      assert.are.equal("20", seq)
+      assert.are.equal("20", redis_seq())
     end)
   end)
 

@@ -636,29 +636,41 @@ static int core_sha1(lua_State *L) {
   return 1;
 }
 
-/* core.aes256cbc_decrypt(key, iv, ciphertext) -> plaintext
- * -> nil, reason: a key not of 32 bytes, an iv not of 16, a ciphertext
- *    empty or not a multiple of 16 bytes, bad PKCS#7 padding.
- * Raises only on arguments that are not strings. */
-static int core_aes256cbc_decrypt(lua_State *L) {
-  size_t key_len, iv_len, n, out_len;
-  const char *key = luaL_checklstring(L, 1, &key_len);
-  const char *iv = luaL_checklstring(L, 2, &iv_len);
-  const char *in = luaL_checklstring(L, 3, &n);
+/* The arguments of core.aes256cbc_decrypt and _encrypt: key, iv and data
+ * (raises on a non-string); the reason they cannot be used, or NULL. */
+static const char *aes_args(lua_State *L, const char **key, const char **iv, const char **in, size_t *n) {
+  size_t key_len, iv_len;
+  *key = luaL_checklstring(L, 1, &key_len);
+  *iv = luaL_checklstring(L, 2, &iv_len);
+  *in = luaL_checklstring(L, 3, n);
+  if (key_len != HD_AES_KEY_LEN) return "key must be 32 bytes";
+  if (iv_len != HD_AES_BLOCK) return "iv must be 16 bytes";
+  if (*n > (size_t)INT_MAX - HD_AES_BLOCK) return "data too long";
+  return NULL;
+}
+
+/* AES-256-CBC one way (encrypt, or decrypt) over the arguments: the
+ * result, or nil and the reason. */
+static int aes_run(lua_State *L, int encrypt) {
+  const char *key, *iv, *in, *why;
+  size_t n, out_len = 0;
   unsigned char *out;
   int rc;
-  const char *why = NULL;
-  if (key_len != HD_AES_KEY_LEN) why = "key must be 32 bytes";
-  else if (iv_len != HD_AES_BLOCK) why = "iv must be 16 bytes";
+  why = aes_args(L, &key, &iv, &in, &n);
   if (why) {
     lua_pushnil(L);
     lua_pushstring(L, why);
     return 2;
   }
-  /* a userdata, collected with the rest: no free to forget if Lua raises */
-  out = (unsigned char *)lua_newuserdata(L, n + HD_AES_BLOCK); /* EVP's contract */
-  rc = hd_aes256cbc_decrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n, out,
-                            &out_len);
+  /* a userdata, collected with the rest: no free to forget if Lua raises;
+   * room for the padding's block either way (EVP's contract) */
+  out = (unsigned char *)lua_newuserdata(L, n / HD_AES_BLOCK * HD_AES_BLOCK + 2 * HD_AES_BLOCK);
+  if (encrypt)
+    rc = hd_aes256cbc_encrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n,
+                              out, &out_len);
+  else
+    rc = hd_aes256cbc_decrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n,
+                              out, &out_len);
   if (rc != HD_DECRYPT_OK) {
     lua_pushnil(L);
     lua_pushstring(L, hd_decrypt_strerror(rc));
@@ -668,39 +680,18 @@ static int core_aes256cbc_decrypt(lua_State *L) {
   return 1;
 }
 
+/* core.aes256cbc_decrypt(key, iv, ciphertext) -> plaintext
+ * -> nil, reason: a key not of 32 bytes, an iv not of 16, a ciphertext
+ *    empty or not a multiple of 16 bytes, bad PKCS#7 padding.
+ * Raises only on arguments that are not strings. */
+static int core_aes256cbc_decrypt(lua_State *L) { return aes_run(L, 0); }
+
 /* core.aes256cbc_encrypt(key, iv, plaintext) -> ciphertext, PKCS#7 padded
  * (16 to 16 + #plaintext bytes, a multiple of 16)
  * -> nil, reason: a key not of 32 bytes, an iv not of 16, a plaintext too
  *    long for libcrypto, libcrypto failing.
  * Raises only on arguments that are not strings. */
-static int core_aes256cbc_encrypt(lua_State *L) {
-  size_t key_len, iv_len, n, out_len;
-  const char *key = luaL_checklstring(L, 1, &key_len);
-  const char *iv = luaL_checklstring(L, 2, &iv_len);
-  const char *in = luaL_checklstring(L, 3, &n);
-  unsigned char *out;
-  int rc;
-  const char *why = NULL;
-  if (key_len != HD_AES_KEY_LEN) why = "key must be 32 bytes";
-  else if (iv_len != HD_AES_BLOCK) why = "iv must be 16 bytes";
-  else if (n > (size_t)INT_MAX - HD_AES_BLOCK) why = "plaintext too long";
-  if (why) {
-    lua_pushnil(L);
-    lua_pushstring(L, why);
-    return 2;
-  }
-  /* a userdata, collected with the rest: no free to forget if Lua raises */
-  out = (unsigned char *)lua_newuserdata(L, n / HD_AES_BLOCK * HD_AES_BLOCK + HD_AES_BLOCK);
-  rc = hd_aes256cbc_encrypt((const unsigned char *)key, (const unsigned char *)iv, (const unsigned char *)in, n, out,
-                            &out_len);
-  if (rc != HD_DECRYPT_OK) {
-    lua_pushnil(L);
-    lua_pushstring(L, hd_decrypt_strerror(rc));
-    return 2;
-  }
-  lua_pushlstring(L, (const char *)out, out_len);
-  return 1;
-}
+static int core_aes256cbc_encrypt(lua_State *L) { return aes_run(L, 1); }
 
 /* core.equal(a, b) -> whether the strings are equal, compared in a time
  * that depends on their lengths only (CRYPTO_memcmp); strings of different
