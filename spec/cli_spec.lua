@@ -277,6 +277,28 @@ describe("the helpdesk command", function()
       assert.are.equal(3, #fake.requests_to(PATH))
     end)
 
+    it("takes FEISHU_REDIS_PREFIX, _TIMEOUT and FEISHU_STORE_SHARE with --redis too, refusing bad ones", function()
+      local url = redis.url .. "/4"
+      for var, field in pairs({ FEISHU_REDIS_TIMEOUT = "store.timeout", FEISHU_STORE_SHARE = "store_share",
+                                FEISHU_REDIS_PREFIX = "store.prefix" }) do
+        local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--redis", url },
+                                    { env = { [var] = "no good" } })
+        assert.are.equal(cli.USAGE, rc, err)
+        assert.matches(field, err, 1, true)
+      end
+      assert.are.equal(0, #fake.requests())
+      local rc, _, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--redis", url },
+                                  { env = { FEISHU_REDIS_PREFIX = "cli-4:", FEISHU_REDIS_TIMEOUT = "1",
+                                            FEISHU_STORE_SHARE = "2" } })
+      assert.are.equal(0, rc, err)
+      local c = assert(require("helpdesk.core").redis_connect("127.0.0.1", redis.port, 1))
+      assert(c:command("AUTH", "cli-redis-pass"))
+      assert(c:command("SELECT", "4"))
+      local keys = c:command("KEYS", "cli-4:*")
+      c:close()
+      assert.is_true(#keys >= 2, #keys .. " keys under the prefix")
+    end)
+
     it("refuses a bad URL, sending nothing and showing no password", function()
       local rc, out, err = helpdesk({ "send", fake.TICKET, "--text", "x", "--redis", "redis://:cli-redis-pass@h:0" })
       assert.are.equal(cli.USAGE, rc)

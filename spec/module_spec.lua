@@ -100,6 +100,48 @@ describe("module functions", function()
     assert.are.equal(1, fake.state().token_count)
   end)
 
+  it("take the Redis store's prefix, timeout and share from FEISHU_REDIS_PREFIX, _TIMEOUT and FEISHU_STORE_SHARE",
+     function()
+    local redis_server = require "redis_server"
+    local redis = redis_server.start()
+    finally(function() redis_server.finish(redis) end)
+    local env = {
+      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
+      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
+      FEISHU_REDIS_URL = redis.url .. "/7", FEISHU_REDIS_PREFIX = "prod-7:", FEISHU_REDIS_TIMEOUT = "1.5",
+      FEISHU_STORE_SHARE = "3",
+    }
+    local script = [[
+      local h = require "helpdesk"
+      local d, e = h.send_ticket_message("]] .. fake.TICKET .. [[", { msg_type = "text", content = { text = "p" } })
+      print(d and d.message_id or tostring(e))
+    ]]
+    local out = run_with_env(env, script)
+    assert.matches("^om_%x+\n$", out)
+    -- every key under the prefix
+    local c = assert(require("helpdesk.core").redis_connect("127.0.0.1", redis.port, 1))
+    assert(c:command("SELECT", "7"))
+    local keys = c:command("KEYS", "*")
+    c:close()
+    assert.is_true(#keys >= 2, #keys .. " keys")
+    for _, k in ipairs(keys) do assert.matches("^prod%-7:helpdesk:", k) end
+    -- a value that is not one is refused, naming the option, and nothing is sent
+    fake.reset()
+    for var, field in pairs({ FEISHU_REDIS_TIMEOUT = "store.timeout", FEISHU_STORE_SHARE = "store_share",
+                              FEISHU_REDIS_PREFIX = "store.prefix" }) do
+      local bad = {}
+      for k, v in pairs(env) do bad[k] = v end
+      bad[var] = var == "FEISHU_REDIS_PREFIX" and "has space" or "soon"
+      out = run_with_env(bad, [[
+        local h = require "helpdesk"
+        local d, e = h.send_ticket_message("1", { msg_type = "text", content = { text = "env" } })
+        print(d, e.kind, e.field)
+      ]])
+      assert.are.equal("nil\tinvalid\t" .. field .. "\n", out)
+    end
+    assert.are.equal(0, #fake.requests())
+  end)
+
   it("say which variable is missing from the environment", function()
     local out = run_with_env({ FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID }, [[
       local h = require "helpdesk"

@@ -234,7 +234,10 @@ local function client_options(flags, out)
   for flag, key in pairs(map) do
     if flags[flag] ~= nil then opts[key] = flags[flag] end
   end
-  if flags.redis then opts.store = { redis = flags.redis } end
+  if flags.redis then
+    opts.store = config.redis_from_env(flags.redis)
+    config.share_from_env(opts)
+  end
   if flags["ca-file"] then
     local bad = unreadable("ca-file", flags["ca-file"])
     if bad then return nil, bad end

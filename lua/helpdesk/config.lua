@@ -31,6 +31,27 @@ local ENV = {
   helpdesk_token = "FEISHU_HELPDESK_TOKEN",
 }
 
+-- A Redis store's options: the URL given, the rest from the environment
+-- (FEISHU_REDIS_PREFIX, FEISHU_REDIS_TIMEOUT; FEISHU_STORE_SHARE is the
+-- client's store_share). A value that is not a number is left as written,
+-- for the option's own check to refuse.
+function M.redis_from_env(url)
+  local store = { redis = url }
+  local prefix, timeout = getenv("FEISHU_REDIS_PREFIX"), getenv("FEISHU_REDIS_TIMEOUT")
+  if prefix ~= nil and prefix ~= "" then store.prefix = prefix end
+  if timeout ~= nil and timeout ~= "" then store.timeout = tonumber(timeout) or timeout end
+  return store
+end
+
+-- store_share from FEISHU_STORE_SHARE, for a client with a Redis store.
+function M.share_from_env(opts)
+  local share = getenv("FEISHU_STORE_SHARE")
+  if share ~= nil and share ~= "" and type(opts.store) == "table" and opts.store.redis ~= nil then
+    opts.store_share = tonumber(share) or share
+  end
+  return opts
+end
+
 -- The options of the default client, read from the environment.
 function M.from_env()
   local opts = {}
@@ -40,8 +61,8 @@ function M.from_env()
   end
   -- the token and the limits shared through Redis by every host of the app
   local redis = getenv("FEISHU_REDIS_URL")
-  if redis ~= nil and redis ~= "" then opts.store = { redis = redis } end
-  return opts
+  if redis ~= nil and redis ~= "" then opts.store = M.redis_from_env(redis) end
+  return M.share_from_env(opts)
 end
 
 -- The secrets among the credentials, which must be long enough to redact.
