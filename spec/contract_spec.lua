@@ -238,6 +238,28 @@ describe("a call", function()
     end
   end)
 
+  describe("whose token fetch outlives its lock", function()
+    it("lets go of its own lock only, not one taken after its own outlived its time-to-live", function()
+      local inner = helpdesk.memory_store()
+      local lock
+      -- the store as given, noting the lock's key
+      local st = setmetatable({
+        add = function(_, key, value, ttl)
+          if key:match("^helpdesk:token:.*:lock$") then lock = key end
+          return inner:add(key, value, ttl)
+        end,
+      }, { __index = function(_, name) return function(_, ...) return inner[name](inner, ...) end end })
+      local client = fake.client({ store = st, logger = function(e)
+        if e.event == "request" and e.url:find(TOKEN_PATH, 1, true) then
+          -- as if this worker paused past the lock's time-to-live and another took it
+          assert(inner:set(assert(lock, "no lock while fetching"), "another-worker-1", 30))
+        end
+      end })
+      assert(no_raise(client.send_ticket_message, client, fake.TICKET, TEXT))
+      assert.are.equal("another-worker-1", inner:get(lock))
+    end)
+  end)
+
   describe("that raises after its request went out (a client's field set to nonsense)", function()
     it("is an error that says the message may have been processed, never 'nothing sent'", function()
       local client = fake.client({ rate_limit = false })

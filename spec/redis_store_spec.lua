@@ -256,6 +256,26 @@ describe("the Redis store", function()
       client:close()
     end)
 
+    it("leaves a lock another host took meanwhile (its own outlived its time-to-live mid-fetch)", function()
+      local url = server.url .. "/9"
+      command("SELECT", "9")
+      local other
+      local client = fake.client({ store = { redis = url }, logger = function(e)
+        if e.event == "request" and e.url:find("tenant_access_token", 1, true) then
+          -- as if this host paused past the lock's time-to-live and another took it
+          local key = command("KEYS", "*:lock")[1]
+          other = assert(key, "no lock while fetching")
+          assert(command("SET", key, "another-host-1", "PX", "30000"))
+        end
+      end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      assert.is_string(other)
+      -- the other host's lock stays: deleting it would let a third fetch start
+      assert.are.equal("another-host-1", command("GET", other))
+      command("SELECT", "0")
+      client:close()
+    end)
+
     it("takes another host's new token after Feishu refused the old one, fetching no third", function()
       local url = server.url .. "/8"
       local a = fake.client({ store = { redis = url } })

@@ -399,6 +399,21 @@ function Store:delete(key)
   if why == "down" then self.fallback:delete(key) end
 end
 
+-- Deletes key if it holds value (the token lock's owner letting it go):
+-- one script, so that a lock another host took meanwhile stays.
+local DELETE_IF = [[
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+]]
+
+function Store:delete_if(key, value)
+  local _, why = self:script(DELETE_IF, "delete_if_sha", 1, self.prefix .. key, encode(value))
+  if why == "down" then
+    local fb = self.fallback
+    if fb:get(key) == value then fb:delete(key) end
+  end
+end
+
 function Store:incr(key, by, init)
   local res, why
   if init == 0 and by == floor(by) then

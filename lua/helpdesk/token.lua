@@ -156,13 +156,23 @@ function Token:refresh(arg, old)
   return nil, expire
 end
 
+-- Lets the lock go if it still holds value: one that outlived its
+-- time-to-live (a host paused mid-fetch) may be another fetch's by now, and
+-- deleting that would let a third fetch start. In one step where the store
+-- can (Redis: a script); a table store is one Lua state, where reading and
+-- deleting are one step anyway.
+local function release(store, key, value)
+  if store.delete_if then return store:delete_if(key, value) end
+  if store:get(key) == value then store:delete(key) end
+end
+
 -- Runs the fetch with the lock held and lets it go whatever happens: a fetch
 -- that raised (a store that failed, say) must not hold it for its lifetime.
 function Token:locked_refresh(arg, old, co, value)
   live[value] = co
   local ok, tok, err = pcall(self.refresh, self, arg, old)
   -- the lock first: while it is held, the entry says by whom
-  pcall(self.store.delete, self.store, self.lock)
+  pcall(release, self.store, self.lock, value)
   live[value] = nil
   if not ok then
     return nil, token_error("fetching the tenant token failed, so nothing was sent: " .. tostring(tok))
@@ -226,12 +236,14 @@ function Token:get(arg)
     if c and now < c.expires_at then
       return self:used(c.token)
     end
-    local holder = holder_of(self.store:get(self.lock))
+    local held = self.store:get(self.lock)
+    local holder = holder_of(held)
     if holder == false and not let_go then
       let_go = true -- once: a store that fails to delete must not spin here
       -- a fetch of this state abandoned mid-way: nobody else will let its
-      -- lock go, so this call does, and takes it on the next turn
-      self.store:delete(self.lock)
+      -- lock go, so this call does (that lock, not one taken since), and
+      -- takes it on the next turn
+      release(self.store, self.lock, held)
     elseif holder and (holder == co or not self.yields()) then
       return nil, token_error("the tenant token is being fetched by a call under way in this Lua state "
         .. "(one whose logger calls back in, or a coroutine it let run), which cannot go on while this one "
