@@ -157,11 +157,15 @@ describe("the Redis store", function()
       -- a password too short to keep out of messages
       assert.is_nil(redis_store.parse_url("redis://:p@ss:w@cache.internal:6380/3"))
       assert.are.same({ host = "127.0.0.1", port = 6379, db = 0 }, redis_store.parse_url("redis://127.0.0.1"))
+      -- an ACL user's
+      assert.are.same({ host = "h", port = 6379, db = 1, user = "help-desk_1.a", password = "p@ss:word" },
+                      redis_store.parse_url("redis://help-desk_1.a:p@ss:word@h/1"))
     end)
 
     it("refuses a bad one with an invalid error naming the option, never showing the password", function()
       for _, bad in ipairs({ "redis://:hunter22@", "http://:hunter22@h:1", "redis://:hunter22@h:0",
-                             "redis://:hunter22@h:70000", "redis://:hunter22@h/16", "redis://user:hunter22@h",
+                             "redis://:hunter22@h:70000", "redis://:hunter22@h/16",
+                             "redis://us!er:hunter22@h", "redis://hunter22@h",
                              "redis://:hunter22@h:1/x", "redis://:hunter22@h:1\r\n", "redis://:hunter22@ h",
                              "rediss://:hunter22@h:1", "redis://:hunter2@h:1", 42 }) do
         local c, err = helpdesk.new(fake.options({ store = { redis = bad } }))
@@ -206,6 +210,44 @@ describe("the Redis store", function()
       assert(c:command("SELECT", "5"))
       assert.are.equal("v", c:command("GET", "p:k"))
       c:close()
+    end)
+
+    it("authenticates as an ACL user given the commands and keys it needs, and no more", function()
+      local c = assert(core.redis_connect("127.0.0.1", locked.port, 1))
+      assert(c:command("AUTH", "hunter22-secret"))
+      -- what the README lists for the store's user
+      assert(c:command("ACL", "SETUSER", "helpdesk", "reset", "on", ">helpdesk-acl-pass", "~acl:*",
+                       "+get", "+set", "+del", "+incrby", "+evalsha", "+script|load", "+time", "+select", "+ping"))
+      local events = {}
+      local url = "redis://helpdesk:helpdesk-acl-pass@127.0.0.1:" .. locked.port .. "/4"
+      local client = fake.client({ store = { redis = url, prefix = "acl:" },
+                                   logger = function(e) events[#events + 1] = e end })
+      for _ = 1, 3 do assert(client:send_ticket_message(fake.TICKET, TEXT)) end
+      client:close()
+      for _, e in ipairs(events) do
+        assert.are_not.equal("store_fallback", e.event, tostring(e.error))
+        for _, v in pairs(e) do assert.is_nil(tostring(v):find("helpdesk-acl-pass", 1, true)) end
+      end
+      -- the token and the limiter's count are there, under the prefix
+      assert(c:command("SELECT", "4"))
+      local keys = c:command("KEYS", "*")
+      assert.is_true(#keys >= 3, #keys .. " keys")
+      for _, k in ipairs(keys) do assert.matches("^acl:", k) end
+      assert.are.equal(1, fake.state().token_count)
+      -- a user without a command it needs falls back, saying why, never the password
+      assert(c:command("ACL", "SETUSER", "helpdesk", "-evalsha"))
+      c:close()
+      events = {}
+      client = fake.client({ store = { redis = url, prefix = "acl:" },
+                             logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      client:close()
+      local said
+      for _, e in ipairs(events) do
+        if e.event == "store_fallback" then said = e.error end
+      end
+      assert.matches("NOPERM", said)
+      assert.is_nil(said:find("helpdesk-acl-pass", 1, true))
     end)
 
     it("says why it falls back on a wrong one, without the password", function()
@@ -329,6 +371,29 @@ describe("the Redis store", function()
       assert.are.equal("3", seq)
       c:close()
       client:close()
+    end)
+  end)
+
+  describe("when Redis answers with an error", function()
+    it("falls back once, saying why, instead of a token fetch a call (a replica's READONLY)", function()
+      local replica = redis_server.start()
+      finally(function() redis_server.finish(replica) end)
+      local c = assert(core.redis_connect("127.0.0.1", replica.port, 1))
+      -- a replica of a master that is not there: reads answered, writes refused
+      assert(c:command("REPLICAOF", "127.0.0.1", "1"))
+      c:close()
+      local events = {}
+      local client = fake.client({ store = { redis = replica.url }, rate_limit = false,
+                                   logger = function(e) events[#events + 1] = e end })
+      for _ = 1, 5 do assert(client:send_ticket_message(fake.TICKET, TEXT)) end
+      client:close()
+      local said = {}
+      for _, e in ipairs(events) do
+        if e.event == "store_fallback" then said[#said + 1] = e.error end
+      end
+      assert.are.equal(1, #said)
+      assert.matches("READONLY", said[1])
+      assert.are.equal(1, fake.state().token_count)
     end)
   end)
 

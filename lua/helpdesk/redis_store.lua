@@ -20,10 +20,11 @@ M.DEFAULT_PREFIX = ""
 M.DEFAULT_TIMEOUT = 0.2
 local BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30
 
-local USAGE = "must be redis://[:password@]host[:port][/db] (host a name or an IPv4 address, db 0 to 15)"
+local USAGE = "must be redis://[[user]:password@]host[:port][/db] (host a name or an IPv4 address, db 0 to 15)"
 
--- Parses a redis:// URL into { host =, port =, db =, password = }, or nil
--- and the reason. The reason never holds the URL (it may hold a password).
+-- Parses a redis:// URL into { host =, port =, db =, password =, user = },
+-- or nil and the reason. The reason never holds the URL (it may hold a
+-- password). A user is an ACL user (Redis 6 and later: AUTH user password).
 function M.parse_url(url)
   if type(url) ~= "string" then return nil, USAGE end
   if url:find("[%c%s]") then return nil, USAGE end
@@ -33,14 +34,15 @@ function M.parse_url(url)
   end
   local rest = url:match("^redis://(.*)$")
   if not rest then return nil, USAGE end
-  local password
+  local password, user
   -- the password runs to the last "@": it may hold "@" itself, never "/"
   local auth, hostpart = rest:match("^([^/]*)@([^@/]*.*)$")
   if auth then
-    local user, pw = auth:match("^([^:]*):(.*)$")
-    if not user or user ~= "" or pw == "" then
-      return nil, USAGE .. "; a password goes after a colon, with no user name"
+    local name, pw = auth:match("^([^:]*):(.*)$")
+    if not name or pw == "" or not name:match("^[%w%-_%.]*$") then
+      return nil, USAGE .. "; a password goes after a colon, after the user's name or none"
     end
+    if name ~= "" then user = name end
     -- one that short could not be kept out of messages (as app_secret)
     if #pw < require("helpdesk.validate").MIN_SECRET then
       return nil, "has a password shorter than " .. require("helpdesk.validate").MIN_SECRET
@@ -54,7 +56,7 @@ function M.parse_url(url)
   port = port ~= "" and tonumber(port) or 6379
   db = db ~= "" and tonumber(db) or 0
   if rest:match(":$") or port < 1 or port > 65535 or db > 15 then return nil, USAGE end
-  return { host = host, port = port, db = db, password = password }
+  return { host = host, port = port, db = db, password = password, user = user }
 end
 
 -- The reservation of the limiter (helpdesk.ratelimit), whole, in Redis:
@@ -131,7 +133,12 @@ function Plain:connect()
   local conn, err = core.redis_connect(cfg.host, cfg.port, cfg.timeout)
   if not conn then return nil, err end
   if cfg.password then
-    local ok, aerr = conn:command("AUTH", cfg.password)
+    local ok, aerr
+    if cfg.user then
+      ok, aerr = conn:command("AUTH", cfg.user, cfg.password)
+    else
+      ok, aerr = conn:command("AUTH", cfg.password)
+    end
     if not ok then
       conn:close()
       return nil, "AUTH failed: " .. tostring(aerr)
@@ -179,7 +186,7 @@ Nginx.__index = Nginx
 local function nginx_backend(cfg, resty_redis)
   local core = require "helpdesk.core"
   -- the pool's name tells servers, dbs and passwords apart without showing one
-  local id = core.base64(core.sha256(cfg.password or "", "\0", tostring(cfg.db))):sub(1, 16)
+  local id = core.base64(core.sha256(cfg.user or "", "\0", cfg.password or "", "\0", tostring(cfg.db))):sub(1, 16)
   return setmetatable({ cfg = cfg, redis = resty_redis,
                         pool = format("helpdesk:%s:%d:%s", cfg.host, cfg.port, id) }, Nginx)
 end
@@ -194,7 +201,11 @@ function Nginx:command(name, ...)
   if not ok then return nil, err, "io" end
   if (red:get_reused_times() or 0) == 0 then
     if cfg.password then
-      ok, err = red:auth(cfg.password)
+      if cfg.user then
+        ok, err = red:auth(cfg.user, cfg.password)
+      else
+        ok, err = red:auth(cfg.password)
+      end
       if not ok then
         red:close()
         return nil, "AUTH failed: " .. tostring(err), "io"
@@ -240,7 +251,7 @@ function Store.__tostring(s)
 end
 
 --- Makes a Redis store. Does not connect: the first call does.
--- @tab opts `redis` (`"redis://[:password@]host[:port][/db]"`, required),
+-- @tab opts `redis` (`"redis://[[user]:password@]host[:port][/db]"`, required),
 -- `prefix` (`"helpdesk:"`), `timeout` (seconds, `0.2`: connect and each
 -- command), and from the client: `fallback` (the local store used while
 -- Redis fails), `on_event` (called with `store_fallback` and
@@ -323,6 +334,11 @@ function Store:call(...)
   if not b then return nil, "down" end
   local okc, res, err, how = pcall(b.command, b, ...)
   if not okc then res, err, how = nil, res, "io" end
+  -- an error reply fails the store as a lost connection does: a replica
+  -- (READONLY), a user short of a right (NOPERM), a full Redis (OOM) would
+  -- otherwise cost a token fetch a call, quietly; but NOSCRIPT asks for
+  -- the script, which script() sends
+  if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT") then how = "io" end
   if res == nil and how ~= "redis" then
     local first = self.retry_at == nil
     self.backoff = self.backoff == 0 and BACKOFF_FIRST or min(self.backoff * 2, BACKOFF_MAX)
