@@ -79,15 +79,21 @@ describe("module functions", function()
     assert.are.equal(1, #fake.requests_to(PATH))
   end)
 
+  -- The fake's credentials as the environment holds them, and extra.
+  local function credentials_env(extra)
+    local env = {
+      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
+      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
+    }
+    for k, v in pairs(extra) do env[k] = v end
+    return env
+  end
+
   it("share the token of other processes through FEISHU_REDIS_URL", function()
     local redis_server = require "redis_server"
     local redis = redis_server.start()
     finally(function() redis_server.finish(redis) end)
-    local env = {
-      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
-      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
-      FEISHU_REDIS_URL = redis.url .. "/6",
-    }
+    local env = credentials_env({ FEISHU_REDIS_URL = redis.url .. "/6" })
     local outs = {}
     for i = 1, 2 do
       outs[i] = run_with_env(env, [[
@@ -105,12 +111,8 @@ describe("module functions", function()
     local redis_server = require "redis_server"
     local redis = redis_server.start()
     finally(function() redis_server.finish(redis) end)
-    local env = {
-      FEISHU_BASE_URL = fake.url, FEISHU_APP_ID = fake.APP_ID, FEISHU_APP_SECRET = fake.APP_SECRET,
-      FEISHU_HELPDESK_ID = fake.HELPDESK_ID, FEISHU_HELPDESK_TOKEN = fake.HELPDESK_TOKEN,
-      FEISHU_REDIS_URL = redis.url .. "/7", FEISHU_REDIS_PREFIX = "prod-7:", FEISHU_REDIS_TIMEOUT = "1.5",
-      FEISHU_STORE_SHARE = "3",
-    }
+    local env = credentials_env({ FEISHU_REDIS_URL = redis.url .. "/7", FEISHU_REDIS_PREFIX = "prod-7:",
+                                  FEISHU_REDIS_TIMEOUT = "1.5", FEISHU_STORE_SHARE = "3" })
     local script = [[
       local h = require "helpdesk"
       local d, e = h.send_ticket_message("]] .. fake.TICKET .. [[", { msg_type = "text", content = { text = "p" } })
