@@ -308,8 +308,8 @@ describe("OpenResty #openresty", function()
     end
 
     it("and two plain Lua processes keep one token and one rate budget, nginx through cosockets", function()
-      -- the documented 50 a second, counted by the fake for the app
-      fake.config({ rate_limits = { ticket_message = { per_second = 50 } } })
+      -- the documented 50 a second and 1000 a minute, counted by the fake for the app
+      fake.config({ rate_limits = { ticket_message = { per_second = 50, per_minute = 1000 } } })
       local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]+$") or "spec"
       local calls = {}
       for i = 1, 2 do
