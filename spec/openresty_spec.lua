@@ -344,6 +344,10 @@ describe("OpenResty #openresty", function()
       for _, r in ipairs(fake.requests_to("/open-apis/helpdesk/v1/tickets/")) do times[#times + 1] = r.time end
       table.sort(times)
       local rate = (#times - 50) / (times[#times] - times[1])
+      if os.getenv("HELPDESK_SHARE_REPORT") then
+        io.stderr:write(string.format("\n2 nginx hosts and 2 processes: %d requests, %.1f/s after the first burst, "
+          .. "%d answered 429s, %d token fetches\n", #times, rate, st.rate_limited, st.token_count))
+      end
       -- at least 0.9 of the limit (a retried 429 is one request more)
       assert.is_true(rate >= 45 and rate <= 50 + st.rate_limited, tostring(rate))
       -- the budget is Redis's: every reservation (a 429's retry takes one more) numbered there

@@ -535,8 +535,9 @@ describe("the Redis store", function()
       local t0 = core.monotime()
       for i = 1, 2 do
         local cmd = string.format("env ASAN_OPTIONS=detect_leaks=0 LUA_PATH='%s' LUA_CPATH='%s' SENDER_REDIS='%s' "
-          .. "SENDER_TIMEOUT=2 SENDER_N=%d SENDER_NAME=host%d SENDER_RATE=%d %s spec/redis_sender.lua 2>&1",
-          package.path, package.cpath, url, each, i, per_second, lua)
+          .. "SENDER_TIMEOUT=2 SENDER_N=%d SENDER_NAME=host%d SENDER_RATE=%d SENDER_PER_MINUTE=%s %s "
+          .. "spec/redis_sender.lua 2>&1", package.path, package.cpath, url, each, i, per_second,
+          per_minute or "", lua)
         -- the spec may run from another directory: the sender is next to this file
         local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]+$") or "spec"
         cmd = cmd:gsub("spec/redis_sender.lua", here .. "/redis_sender.lua")
