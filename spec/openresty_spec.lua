@@ -380,6 +380,13 @@ describe("OpenResty #openresty", function()
                       delivered.counts)
       -- the calls after are numbered in Redis again (it restarted empty)
       assert.are.equal("20", redis_seq())
+      -- and each host said so in its error log, with no logger set (the
+      -- teardown checks no password is there)
+      for i = 1, 2 do
+        local log = sh("cat " .. hosts[i].dir .. "/logs/error.log")
+        assert.matches("%[error%].-helpdesk: store_fallback: redis failed %(.-%); this worker uses its local", log)
+        assert.matches("%[warn%].-helpdesk: store_recovered: redis answers again", log)
+      end
     end)
   end)
 

@@ -69,6 +69,19 @@ local function emit(c, event)
 end
 
 -- The "response" event of an exchange that took seconds.
+-- Inside nginx a client with no logger still tells of Redis failing and
+-- coming back, in the error log: a team must hear that its hosts no longer
+-- share one budget. The event's error is redacted already.
+local function nginx_store_log(e)
+  local ngx = rawget(_G, "ngx")
+  if e.event == "store_fallback" then
+    ngx.log(ngx.ERR, "helpdesk: store_fallback: ", e.store, " failed (", e.error, "); this worker uses its ",
+            "local store and tries ", e.store, " again in ", e.retry_in, " s")
+  else
+    ngx.log(ngx.WARN, "helpdesk: store_recovered: ", e.store, " answers again; the budget is shared again")
+  end
+end
+
 local function response_event(c, method, url, obj, err, seconds)
   local e = { event = "response", method = method, url = url, duration = seconds }
   if obj then
@@ -226,7 +239,10 @@ function M.new(opts)
     local r = cfg.redis
     st = assert(redis_store.new({ redis = r.redis, prefix = r.prefix, timeout = r.timeout, fallback = local_store,
       -- the client through a weak reference (see private)
-      on_event = function(e) local cl = weak_client[1]; if cl then emit(cl, e) end end }))
+      on_event = function(e)
+        local cl = weak_client[1]
+        if cl and cl.logger then emit(cl, e) elseif in_nginx then nginx_store_log(e) end
+      end }))
     st.share = cfg.store_share or 1
     token_now = os.time
     -- a token read from Redis is used for a second before it is read again
