@@ -77,19 +77,31 @@ else
   now = tonumber(ARGV[1])
 end
 local max_wait, margin = tonumber(ARGV[2]), tonumber(ARGV[3])
-local k = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
+-- a key of another type (a hash) is garbage, as a string no number is: the
+-- SETs below put strings in their place
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return v end
+  return false -- a value: Redis's tonumber() raises on none
+end
+-- a count no limiter could have come to (NaN, infinite, negative, a
+-- fraction, past 2^50 where 1 more is the same number) starts the numbering
+-- again, as ratelimit's sane_count: else every call would go unchecked
+local k = tonumber(get(KEYS[1]))
+if not (k and k >= 0 and k < 2 ^ 50 and k % 1 == 0) then k = 0 end
+k = k + 1
 local start = now
 local wins = {}
 for i = 4, #ARGV, 3 do
   local n, key, w = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
   local prev = -1e15
-  if k > n then
-    local v = redis.call('GET', key .. (k % n))
-    local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
-    -- further ahead than any call may wait (ratelimit's MAX_AHEAD: a day's
-    -- budget and the window): never a limiter's, counts as none
-    if t and t <= now + 86460 then prev = t end
-  end
+  -- read even when k <= n: numbering started again (a lost count) keeps
+  -- the starts its ring holds, which a window must still count
+  local v = get(key .. (k % n))
+  local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
+  -- further ahead than any call may wait (ratelimit's MAX_AHEAD: a day's
+  -- budget and the window), or NaN: never a limiter's, counts as none
+  if t and t <= now + 86460 then prev = t end
   if prev + w + margin > start then start = prev + w + margin end
   wins[#wins + 1] = { n, key }
 end
