@@ -64,4 +64,27 @@ describe("the Redis store, attacked", function()
       end
     end)
   end)
+
+  describe("with garbage for the token", function()
+    it("fetches a new one in place of one no header may hold, or too short to keep out of messages", function()
+      for _, bad in ipairs({ "t-evil\r\nX-Evil: 1", "t-\0nul-inside", "short" }) do
+        fake.reset()
+        local p = prefix()
+        local a = fake.client({ store = { redis = server.url, prefix = p } })
+        assert(a:send_ticket_message(fake.TICKET, TEXT))
+        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
+        assert.is_string(key)
+        -- good, by its times, for ever
+        assert(admin:command("SET", key, "9999999999 9999999999 " .. bad))
+        local b = fake.client({ store = { redis = server.url, prefix = p } })
+        local data, err = b:send_ticket_message(fake.TICKET, TEXT)
+        assert.is_nil(err, bad)
+        assert.is_string(data.message_id)
+        assert.are.equal(2, fake.state().token_count)
+        assert.matches("^[%d.]+ [%d.]+ t%-fake", admin:command("GET", key))
+        a:close()
+        b:close()
+      end
+    end)
+  end)
 end)

@@ -2,6 +2,7 @@
 -- one fetched with app_id + app_secret, cached and refreshed before expiry.
 local errors = require "helpdesk.errors"
 local core = require "helpdesk.core"
+local MIN_SECRET = require("helpdesk.validate").MIN_SECRET
 
 local setmetatable, type, tonumber, tostring, pcall = setmetatable, type, tonumber, tostring, pcall
 local min, max, format, running, costatus = math.min, math.max, string.format, coroutine.running, coroutine.status
@@ -119,8 +120,11 @@ function Token:cached()
   end
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
   refresh_at, expires_at = tonumber(refresh_at), tonumber(expires_at)
-  -- what another process sharing the store wrote may be anything
-  if not (tok and refresh_at and expires_at) then return nil end
+  -- what another process sharing the store wrote may be anything: a token
+  -- as a fetch would refuse it (CR or LF, which no header may hold, or too
+  -- short to keep out of messages) would fail every call until it expired,
+  -- so it is none, and the fetch replaces it
+  if not (tok and refresh_at and expires_at) or #tok < MIN_SECRET or tok:find("[\r\n%z]") then return nil end
   self.raw, self.parsed = v, { token = tok, refresh_at = refresh_at, expires_at = expires_at }
   if self.memo then self.memo_until = self.memo_now() + self.memo end
   return self.parsed
