@@ -87,4 +87,70 @@ describe("the Redis store, attacked", function()
       end
     end)
   end)
+
+  describe("when Redis reads but refuses writes", function()
+    it("tries it again less and less often, not every 0.5 s (a replica's READONLY, OOM)", function()
+      for _, how in ipairs({ "READONLY", "OOM" }) do
+        local other = redis_server.start()
+        local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
+        if how == "READONLY" then
+          assert(c:command("REPLICAOF", "127.0.0.1", "1"))
+        else
+          assert(c:command("CONFIG", "SET", "maxmemory", "1"))
+        end
+        c:close()
+        local t = 0
+        local said = {}
+        local st = assert(redis_store.new({ redis = other.url, now = function() return t end,
+                                            on_event = function(e) said[#said + 1] = e end }))
+        -- a minute of a call every 0.1 s, as a token lookup then its lock
+        for _ = 1, 600 do
+          st:get("k")
+          st:add("k:lock", "v", 1)
+          t = t + 0.1
+        end
+        redis_server.finish(other)
+        local fallbacks = 0
+        for _, e in ipairs(said) do
+          if e.event == "store_fallback" then
+            fallbacks = fallbacks + 1
+            assert.matches(how, e.error)
+          end
+        end
+        -- 0.5, 1, 2, 4, 8, 16, 30 s: 7 or 8 in a minute, where it was 60
+        assert.is_true(fallbacks >= 2 and fallbacks <= 8, how .. ": " .. fallbacks)
+      end
+    end)
+
+    it("pauses 0.5 s again after Redis answered well for as long as its last pause", function()
+      local other = redis_server.start()
+      finally(function() redis_server.finish(other) end)
+      local t = 0
+      local st = assert(redis_store.new({ redis = other.url, now = function() return t end }))
+      local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
+      finally(function() c:close() end)
+      local function refuse(on)
+        assert(c:command("CONFIG", "SET", "maxmemory", on and "1" or "0"))
+      end
+      -- three failures soon after each other: 0.5, 1, 2 s
+      for i = 1, 3 do
+        refuse(true)
+        st:set("k", "v")
+        assert.is_false(st:up(), "set " .. i)
+        refuse(false)
+        t = t + st.backoff
+        st:set("k", "v")
+        assert.is_true(st:up(), "set " .. i)
+      end
+      assert.are.equal(2, st.backoff)
+      -- good for 2 s
+      t = t + 2
+      st:set("k", "v")
+      refuse(true)
+      st:set("k", "v")
+      refuse(false)
+      assert.is_false(st:up())
+      assert.are.equal(0.5, st.backoff)
+    end)
+  end)
 end)

@@ -353,8 +353,11 @@ function Store:call(...)
   if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT") then how = "io" end
   if res == nil and how ~= "redis" then
     local first = self.retry_at == nil
+    -- the pause doubles on from the last while Redis fails again soon after
+    -- it answered: one that reads but refuses writes (READONLY, OOM) would
+    -- else be back every 0.5 s, each time with a token fetch and two events
     self.backoff = self.backoff == 0 and BACKOFF_FIRST or min(self.backoff * 2, BACKOFF_MAX)
-    self.retry_at = self.now() + self.backoff
+    self.retry_at, self.good_since = self.now() + self.backoff, nil
     if first then
       -- the reason, with the password (were it there) taken out
       local e = errors.redact(errors.new("transport", { msg = tostring(err) }), self:secrets())
@@ -363,8 +366,11 @@ function Store:call(...)
     return nil, "down"
   end
   if self.retry_at then
-    self.retry_at, self.backoff = nil, 0
+    self.retry_at, self.good_since = nil, self.now()
     emit(self, { event = "store_recovered", store = "redis" })
+  elseif self.good_since and self.now() - self.good_since >= self.backoff then
+    -- good for as long as the last pause: the next failure pauses 0.5 s
+    self.good_since, self.backoff = nil, 0
   end
   if res == nil then return nil, "redis", err end
   return res
