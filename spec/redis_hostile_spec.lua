@@ -153,4 +153,32 @@ describe("the Redis store, attacked", function()
       assert.are.equal(0.5, st.backoff)
     end)
   end)
+
+  describe("with garbage for the token's lock", function()
+    it("takes the lock in place of what no fetch wrote, kept for ever, and fetches at once", function()
+      for _, bad in ipairs({ "garbage", "1", "hash" }) do
+        fake.reset()
+        local p = prefix()
+        local a = fake.client({ store = { redis = server.url, prefix = p } })
+        assert(a:send_ticket_message(fake.TICKET, TEXT))
+        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
+        assert(admin:command("DEL", key))
+        -- no time-to-live: it would stay there for ever
+        if bad == "hash" then
+          assert(admin:command("HSET", key .. ":lock", "a", "b"))
+        else
+          assert(admin:command("SET", key .. ":lock", bad))
+        end
+        local b = fake.client({ store = { redis = server.url, prefix = p } })
+        local t0 = core.monotime()
+        local data, err = b:send_ticket_message(fake.TICKET, TEXT, { timeout = 2 })
+        assert.is_nil(err, bad)
+        assert.is_string(data.message_id)
+        assert.is_true(core.monotime() - t0 < 1, bad)
+        assert.are.equal(2, fake.state().token_count)
+        a:close()
+        b:close()
+      end
+    end)
+  end)
 end)

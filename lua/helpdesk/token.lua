@@ -242,6 +242,12 @@ function Token:get(arg)
     end
     local held = self.store:get(self.lock)
     local holder = holder_of(held)
+    if holder == nil and type(held) == "string" and not held:match("^%x+%-%d+%.%d+$") then
+      -- no fetch's lock (lock_value's shape) but what another program
+      -- wrote, maybe with no time-to-live: none to wait for, let go as one
+      -- abandoned, or every call would wait out its timeout and fail
+      holder = false
+    end
     if holder == false and not let_go then
       let_go = true -- once: a store that fails to delete must not spin here
       -- a fetch of this state abandoned mid-way: nobody else will let its
