@@ -181,4 +181,55 @@ describe("the Redis store, attacked", function()
       end
     end)
   end)
+
+  describe("across fork", function()
+    -- get and set, n times, on keys of tag's; the answers that were another's
+    local function wrong_answers(st, tag, n)
+      local wrong = 0
+      for i = 1, n do
+        local key = tag .. (i % 7)
+        local v = st:get(key)
+        st:set(key, tag .. (i % 7))
+        if v and v ~= tag .. (i % 7) then wrong = wrong + 1 end
+      end
+      return wrong
+    end
+
+    it("makes a connection of its own in the child, never using its parent's", function()
+      local st = new_store()
+      assert.is_true(st:set("who", "parent"))
+      local ok, ffi = pcall(require, "ffi")
+      if ok then
+        -- LuaJIT: a real fork, both processes at once on the one store
+        -- declared once per process (another spec may have)
+        pcall(ffi.cdef, "int fork(void); int waitpid(int pid, int *status, int options); void _exit(int status);")
+        local pid = ffi.C.fork()
+        assert.is_true(pid >= 0)
+        if pid == 0 then
+          local wrong = wrong_answers(st, "child", 500)
+          ffi.C._exit(math.min(wrong, 100))
+        end
+        local wrong = wrong_answers(st, "parent", 500)
+        local status = ffi.new("int[1]")
+        assert.are.equal(pid, ffi.C.waitpid(pid, status, 0))
+        assert.are.equal(0, wrong)
+        assert.are.equal(0, status[0]) -- the child's wrong answers, in its exit code
+      else
+        -- elsewhere: the child as the store sees it, another pid
+        local before = st:backend().conn
+        local pid_of = core.pid
+        local child = pid_of() + 1
+        core.pid = function() return child end
+        local okc, err = pcall(function()
+          assert.are.equal("parent", st:get("who"))
+          assert.are_not.equal(before, st:backend().conn)
+          assert.is_false(before:is_open())
+        end)
+        core.pid = pid_of
+        assert(okc, err)
+      end
+      assert.are.equal("parent", st:get("who"))
+      assert.is_true(st:up())
+    end)
+  end)
 end)

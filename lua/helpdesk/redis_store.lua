@@ -163,12 +163,18 @@ function Plain:connect()
       return nil, "SELECT " .. cfg.db .. " failed: " .. tostring(serr)
     end
   end
-  self.conn = conn
+  self.conn, self.pid = conn, core.pid()
   return conn
 end
 
 function Plain:command(...)
   local conn = self.conn
+  if conn and self.pid ~= require("helpdesk.core").pid() then
+    -- made before a fork: the parent's socket too, whose replies would go
+    -- to whichever process reads first (closing it here leaves the parent's)
+    conn:close()
+    conn, self.conn = nil, nil
+  end
   if not (conn and conn:is_open()) then
     local err
     conn, err = self:connect()
