@@ -232,4 +232,46 @@ describe("the Redis store, attacked", function()
       assert.is_true(st:up())
     end)
   end)
+
+  describe("answered what Redis never answers", function()
+    -- the store's connection answering name with answer instead
+    local function answering(st, name, answer)
+      local b = st:backend()
+      local command_of = b.command
+      b.command = function(self, cmd, ...)
+        if cmd == name then return answer end
+        return command_of(self, cmd, ...)
+      end
+      return function() b.command = command_of end
+    end
+
+    it("never takes a reservation with a wait past the call's deadline, or none at all", function()
+      for _, answer in ipairs({ { 1, "1e300" }, { 1, "nan" }, { 1, "inf" }, { 1, "-inf" }, { 1, "5" },
+                                { "1", "0" }, { 1 }, "OK", 42 }) do
+        local st = new_store()
+        local lim = ratelimit.limiter({ per_second = 5, per_minute = false }, st, "app:ep")
+        assert(lim:reserve(clock, math.huge)) -- the script loaded
+        local undo = answering(st, "EVALSHA", answer)
+        local now = core.monotime()
+        local start = lim:reserve(clock, now + 1)
+        undo()
+        -- the local stand-in answered instead
+        assert.is_number(start)
+        assert.is_true(start - now >= 0 and start - now < 1, tostring(start - now))
+      end
+    end)
+
+    it("never keeps a SHA1 that is not text, which every EVALSHA after would raise on", function()
+      local st = new_store()
+      local lim = ratelimit.limiter({ per_second = 5, per_minute = false }, st, "app:ep")
+      local undo = answering(st, "SCRIPT", { "not", "a", "sha" })
+      assert(lim:reserve(clock, math.huge))
+      undo()
+      assert.is_nil(st.reserve_sha)
+      assert(lim:reserve(clock, math.huge))
+      assert.is_string(st.reserve_sha)
+      assert.is_true(st:up())
+      assert.are.equal("1", admin:command("GET", st.prefix .. lim.seq_key))
+    end)
+  end)
 end)

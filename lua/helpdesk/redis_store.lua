@@ -478,6 +478,9 @@ function Store:script(src, field, ...)
   end
   sha, why, err = self:call("SCRIPT", "LOAD", src)
   if not sha then return nil, why, err end
+  -- a SHA1 is text: anything else (a server that only looks like Redis)
+  -- would raise in every EVALSHA after, never loaded again
+  if type(sha) ~= "string" then return nil end
   self[field] = sha
   return self:call("EVALSHA", sha, ...)
 end
@@ -498,8 +501,13 @@ function Store:reserve(seq_key, wins, margin, now, max_wait)
   local res = self:script(M.RESERVE, "reserve_sha", 1, self.prefix .. seq_key, (table.unpack or unpack)(argv))
   if type(res) ~= "table" then return nil end
   local wait = tonumber(res[2])
-  if not wait then return nil end
-  return res[1] == 1, wait
+  -- what the script never answers (a server that only looks like Redis): a
+  -- wait that is not a finite number, or one past max_wait that the call
+  -- would sleep out: none, as when Redis is not there
+  if not (wait and wait >= 0 and wait < 1e9) then return nil end
+  if res[1] == 0 then return false, wait end
+  if res[1] ~= 1 or wait > min(max_wait, 1e9) + 0.001 then return nil end
+  return true, wait
 end
 
 function Store:close()
