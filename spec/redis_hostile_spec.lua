@@ -274,4 +274,32 @@ describe("the Redis store, attacked", function()
       assert.are.equal("1", admin:command("GET", st.prefix .. lim.seq_key))
     end)
   end)
+
+  describe("with a key of another type where a string belongs", function()
+    it("takes it for none and sets the token in its place, never leaving Redis for it", function()
+      for _, which in ipairs({ "token", "lock", "retry" }) do
+        fake.reset()
+        local p = prefix()
+        local a = fake.client({ store = { redis = server.url, prefix = p } })
+        assert(a:send_ticket_message(fake.TICKET, TEXT))
+        a:close()
+        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
+        if which ~= "token" then
+          assert(admin:command("DEL", key))
+          key = key .. ":" .. which
+        end
+        assert(admin:command("DEL", key))
+        assert(admin:command("HSET", key, "a", "b"))
+        local events = {}
+        local b = fake.client({ store = { redis = server.url, prefix = p },
+                                logger = function(e) events[#events + 1] = e end })
+        for _ = 1, 3 do assert(b:send_ticket_message(fake.TICKET, TEXT, { timeout = 2 })) end
+        b:close()
+        for _, e in ipairs(events) do assert.are_not.equal("store_fallback", e.event, which) end
+        assert.are.equal(2, fake.state().token_count, which)
+        local token_key = which == "token" and key or key:sub(1, -#which - 2)
+        assert.are.equal("string", admin:command("TYPE", token_key), which)
+      end
+    end)
+  end)
 end)

@@ -355,8 +355,12 @@ function Store:call(...)
   -- an error reply fails the store as a lost connection does: a replica
   -- (READONLY), a user short of a right (NOPERM), a full Redis (OOM) would
   -- otherwise cost a token fetch a call, quietly; but NOSCRIPT asks for
-  -- the script, which script() sends
-  if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT") then how = "io" end
+  -- the script, which script() sends, and WRONGTYPE is of one key (a hash
+  -- another program put there), which get() clears
+  if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT")
+     and not tostring(err):match("^WRONGTYPE") then
+    how = "io"
+  end
   if res == nil and how ~= "redis" then
     local first = self.retry_at == nil
     -- the pause doubles on from the last while Redis fails again soon after
@@ -401,8 +405,14 @@ local function encode(v)
 end
 
 function Store:get(key)
-  local res, why = self:call("GET", self.prefix .. key)
+  local res, why, err = self:call("GET", self.prefix .. key)
   if why == "down" then return self.fallback:get(key) end
+  if why == "redis" and tostring(err):match("^WRONGTYPE") then
+    -- a key of ours holding another type (a hash) is no store's: gone, so
+    -- that the token or lock set next takes its place; else every host
+    -- would leave Redis for its local store, and never come back for good
+    self:call("DEL", self.prefix .. key)
+  end
   if type(res) == "string" then return res end
   return nil
 end
