@@ -302,4 +302,32 @@ describe("the Redis store, attacked", function()
       end
     end)
   end)
+
+  describe("when Redis is slow and another host holds the token's lock", function()
+    it("waits for its fetch no longer than the call's timeout, the round trips counted", function()
+      local st = new_store({ timeout = 1 })
+      -- each command 0.1 s late, well within the store's timeout
+      local b = st:backend()
+      local command_of = b.command
+      b.command = function(...)
+        core.sleep(0.1)
+        return command_of(...)
+      end
+      local fetches = 0
+      local tok = require("helpdesk.token").new({
+        fetch = function() fetches = fetches + 1 return "t-never-fetched", 7200 end,
+        store = st, key = "tok", now = core.monotime, sleep = core.sleep,
+        yields = function() return false end,
+      })
+      -- another host's fetch, under way for a minute
+      assert(admin:command("SET", st.prefix .. "tok:lock", "0123456789abcdef01234567-1.1", "PX", "60000"))
+      local t0 = core.monotime()
+      local got, err = tok:get({ timeout = 1 })
+      local took = core.monotime() - t0
+      assert.is_nil(got)
+      assert.matches("timed out waiting", err.msg)
+      assert.are.equal(0, fetches)
+      assert.is_true(took < 1.6, took .. " s")
+    end)
+  end)
 end)

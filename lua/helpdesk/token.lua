@@ -208,6 +208,7 @@ end
 function Token:get(arg)
   if self.fixed then return self.fixed end
   local waited, pause = 0, 0.005
+  local t0 = self.now()
   -- the lock outlives a fetch that takes its whole timeout, never for ever;
   -- a wait for another's fetch takes no more than this call's own would
   local timeout = max(arg and arg.timeout or 30, 0)
@@ -262,7 +263,9 @@ function Token:get(arg)
       return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
     else
       self.sleep(pause)
-      waited = waited + pause
+      -- the pauses, or the time gone if more: the store's round trips count
+      -- (a slow Redis, each turn up to its timeout twice)
+      waited = max(waited + pause, self.now() - t0)
       pause = min(pause * 2, 0.05)
     end
   end
