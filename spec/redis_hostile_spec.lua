@@ -330,4 +330,29 @@ describe("the Redis store, attacked", function()
       assert.is_true(took < 1.6, took .. " s")
     end)
   end)
+
+  describe("closed by its client's logger mid-call", function()
+    it("connects to Redis no more: the connection goes with close, at once", function()
+      local other = redis_server.start()
+      finally(function() redis_server.finish(other) end)
+      local client
+      client = fake.client({ store = { redis = other.url, timeout = 0.1 }, logger = function(e)
+        if e.event == "store_recovered" then client:close() end
+      end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      redis_server.stop(other)
+      assert(client:send_ticket_message(fake.TICKET, TEXT)) -- on the local store
+      redis_server.start({ port = other.port, dir = other.dir })
+      core.sleep(0.6) -- the pause before Redis is tried again
+      local ok, data, err = pcall(client.send_ticket_message, client, fake.TICKET, TEXT)
+      assert.is_true(ok)
+      assert.is_nil(data)
+      assert.matches("closed", tostring(err))
+      local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
+      local clients = c:command("CLIENT", "LIST")
+      c:close()
+      -- this one alone
+      assert.are.equal(1, select(2, clients:gsub("\n", "")), clients)
+    end)
+  end)
 end)

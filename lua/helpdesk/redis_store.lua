@@ -319,6 +319,7 @@ end
 
 -- The connection for here and now: a cosocket where nginx lets one run.
 function Store:backend()
+  if self.closed then return nil end
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and type(ngx.get_phase) == "function" then
     local phase = ngx.get_phase()
@@ -521,6 +522,9 @@ function Store:reserve(seq_key, wins, margin, now, max_wait)
 end
 
 function Store:close()
+  -- for good: a call of its client under way (its logger closed it) must
+  -- not connect again, a connection nobody would close
+  self.closed = true
   if self.plain then self.plain:close() end
 end
 
