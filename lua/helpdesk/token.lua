@@ -9,6 +9,11 @@ local min, max, format, running, costatus = math.min, math.max, string.format, c
 
 local M = {}
 
+-- The longest token taken (Feishu's are some 40 bytes): one longer would
+-- be refused with its whole request by any server's header limit (nginx's
+-- 8 KB), which no token-invalid answer would cure.
+M.MAX_LENGTH = 2048
+
 -- Token-invalid answers: drop the cached token, fetch anew, retry once.
 M.INVALID_CODES = {
   [99991661] = true, [99991663] = true, [99991664] = true,
@@ -121,10 +126,13 @@ function Token:cached()
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
   refresh_at, expires_at = tonumber(refresh_at), tonumber(expires_at)
   -- what another process sharing the store wrote may be anything: a token
-  -- as a fetch would refuse it (CR or LF, which no header may hold, or too
-  -- short to keep out of messages) would fail every call until it expired,
-  -- so it is none, and the fetch replaces it
-  if not (tok and refresh_at and expires_at) or #tok < MIN_SECRET or tok:find("[\r\n%z]") then return nil end
+  -- as a fetch would refuse it (CR or LF, which no header may hold, too
+  -- short to keep out of messages, too long for any header) would fail
+  -- every call until it expired, so it is none, and the fetch replaces it
+  if not (tok and refresh_at and expires_at) or #tok < MIN_SECRET or #tok > M.MAX_LENGTH
+     or tok:find("[\r\n%z]") then
+    return nil
+  end
   self.raw, self.parsed = v, { token = tok, refresh_at = refresh_at, expires_at = expires_at }
   if self.memo then self.memo_until = self.memo_now() + self.memo end
   return self.parsed
