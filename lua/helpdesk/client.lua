@@ -153,8 +153,8 @@ local function fetch_token(c, attempt)
     return nil, M.token_error(err)
   end
   local tok, expire = obj.tenant_access_token, obj.expire
-  -- a token too short to redact is none Feishu gives
-  if type(tok) ~= "string" or #tok < validate.MIN_SECRET or tok:find("[\r\n%z]") then
+  -- a token too short to redact, or too long for a header, is none Feishu gives
+  if type(tok) ~= "string" or #tok < validate.MIN_SECRET or #tok > token.MAX_LENGTH or tok:find("[\r\n%z]") then
     return nil, M.token_error(errors.new("decode", { status = err.status, log_id = err.log_id,
                                                      msg = "token answer lacks tenant_access_token" }))
   end

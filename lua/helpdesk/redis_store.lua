@@ -77,19 +77,31 @@ else
   now = tonumber(ARGV[1])
 end
 local max_wait, margin = tonumber(ARGV[2]), tonumber(ARGV[3])
-local k = (tonumber(redis.call('GET', KEYS[1])) or 0) + 1
+-- a key of another type (a hash) is garbage, as a string no number is: the
+-- SETs below put strings in their place
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'string' then return v end
+  return false -- a value: Redis's tonumber() raises on none
+end
+-- a count no limiter could have come to (NaN, infinite, negative, a
+-- fraction, past 2^50 where 1 more is the same number) starts the numbering
+-- again, as ratelimit's sane_count: else every call would go unchecked
+local k = tonumber(get(KEYS[1]))
+if not (k and k >= 0 and k < 2 ^ 50 and k % 1 == 0) then k = 0 end
+k = k + 1
 local start = now
 local wins = {}
 for i = 4, #ARGV, 3 do
   local n, key, w = tonumber(ARGV[i]), ARGV[i + 1], tonumber(ARGV[i + 2])
   local prev = -1e15
-  if k > n then
-    local v = redis.call('GET', key .. (k % n))
-    local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
-    -- further ahead than any call may wait (ratelimit's MAX_AHEAD: a day's
-    -- budget and the window): never a limiter's, counts as none
-    if t and t <= now + 86460 then prev = t end
-  end
+  -- read even when k <= n: numbering started again (a lost count) keeps
+  -- the starts its ring holds, which a window must still count
+  local v = get(key .. (k % n))
+  local t = v and tonumber(string.match(v, '^%d+ (%S+)$'))
+  -- further ahead than any call may wait (ratelimit's MAX_AHEAD: a day's
+  -- budget and the window), or NaN: never a limiter's, counts as none
+  if t and t <= now + 86460 then prev = t end
   if prev + w + margin > start then start = prev + w + margin end
   wins[#wins + 1] = { n, key }
 end
@@ -151,12 +163,18 @@ function Plain:connect()
       return nil, "SELECT " .. cfg.db .. " failed: " .. tostring(serr)
     end
   end
-  self.conn = conn
+  self.conn, self.pid = conn, core.pid()
   return conn
 end
 
 function Plain:command(...)
   local conn = self.conn
+  if conn and self.pid ~= require("helpdesk.core").pid() then
+    -- made before a fork: the parent's socket too, whose replies would go
+    -- to whichever process reads first (closing it here leaves the parent's)
+    conn:close()
+    conn, self.conn = nil, nil
+  end
   if not (conn and conn:is_open()) then
     local err
     conn, err = self:connect()
@@ -301,6 +319,7 @@ end
 
 -- The connection for here and now: a cosocket where nginx lets one run.
 function Store:backend()
+  if self.closed then return nil end
   local ngx = rawget(_G, "ngx")
   if type(ngx) == "table" and type(ngx.get_phase) == "function" then
     local phase = ngx.get_phase()
@@ -337,12 +356,19 @@ function Store:call(...)
   -- an error reply fails the store as a lost connection does: a replica
   -- (READONLY), a user short of a right (NOPERM), a full Redis (OOM) would
   -- otherwise cost a token fetch a call, quietly; but NOSCRIPT asks for
-  -- the script, which script() sends
-  if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT") then how = "io" end
+  -- the script, which script() sends, and WRONGTYPE is of one key (a hash
+  -- another program put there), which get() clears
+  if res == nil and how == "redis" and not tostring(err):match("^NOSCRIPT")
+     and not tostring(err):match("^WRONGTYPE") then
+    how = "io"
+  end
   if res == nil and how ~= "redis" then
     local first = self.retry_at == nil
+    -- the pause doubles on from the last while Redis fails again soon after
+    -- it answered: one that reads but refuses writes (READONLY, OOM) would
+    -- else be back every 0.5 s, each time with a token fetch and two events
     self.backoff = self.backoff == 0 and BACKOFF_FIRST or min(self.backoff * 2, BACKOFF_MAX)
-    self.retry_at = self.now() + self.backoff
+    self.retry_at, self.good_since = self.now() + self.backoff, nil
     if first then
       -- the reason, with the password (were it there) taken out
       local e = errors.redact(errors.new("transport", { msg = tostring(err) }), self:secrets())
@@ -351,8 +377,11 @@ function Store:call(...)
     return nil, "down"
   end
   if self.retry_at then
-    self.retry_at, self.backoff = nil, 0
+    self.retry_at, self.good_since = nil, self.now()
     emit(self, { event = "store_recovered", store = "redis" })
+  elseif self.good_since and self.now() - self.good_since >= self.backoff then
+    -- good for as long as the last pause: the next failure pauses 0.5 s
+    self.good_since, self.backoff = nil, 0
   end
   if res == nil then return nil, "redis", err end
   return res
@@ -377,8 +406,14 @@ local function encode(v)
 end
 
 function Store:get(key)
-  local res, why = self:call("GET", self.prefix .. key)
+  local res, why, err = self:call("GET", self.prefix .. key)
   if why == "down" then return self.fallback:get(key) end
+  if why == "redis" and tostring(err):match("^WRONGTYPE") then
+    -- a key of ours holding another type (a hash) is no store's: gone, so
+    -- that the token or lock set next takes its place; else every host
+    -- would leave Redis for its local store, and never come back for good
+    self:call("DEL", self.prefix .. key)
+  end
   if type(res) == "string" then return res end
   return nil
 end
@@ -454,6 +489,9 @@ function Store:script(src, field, ...)
   end
   sha, why, err = self:call("SCRIPT", "LOAD", src)
   if not sha then return nil, why, err end
+  -- a SHA1 is text: anything else (a server that only looks like Redis)
+  -- would raise in every EVALSHA after, never loaded again
+  if type(sha) ~= "string" then return nil end
   self[field] = sha
   return self:call("EVALSHA", sha, ...)
 end
@@ -474,11 +512,19 @@ function Store:reserve(seq_key, wins, margin, now, max_wait)
   local res = self:script(M.RESERVE, "reserve_sha", 1, self.prefix .. seq_key, (table.unpack or unpack)(argv))
   if type(res) ~= "table" then return nil end
   local wait = tonumber(res[2])
-  if not wait then return nil end
-  return res[1] == 1, wait
+  -- what the script never answers (a server that only looks like Redis): a
+  -- wait that is not a finite number, or one past max_wait that the call
+  -- would sleep out: none, as when Redis is not there
+  if not (wait and wait >= 0 and wait < 1e9) then return nil end
+  if res[1] == 0 then return false, wait end
+  if res[1] ~= 1 or wait > min(max_wait, 1e9) + 0.001 then return nil end
+  return true, wait
 end
 
 function Store:close()
+  -- for good: a call of its client under way (its logger closed it) must
+  -- not connect again, a connection nobody would close
+  self.closed = true
   if self.plain then self.plain:close() end
 end
 

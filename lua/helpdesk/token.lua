@@ -2,11 +2,17 @@
 -- one fetched with app_id + app_secret, cached and refreshed before expiry.
 local errors = require "helpdesk.errors"
 local core = require "helpdesk.core"
+local MIN_SECRET = require("helpdesk.validate").MIN_SECRET
 
 local setmetatable, type, tonumber, tostring, pcall = setmetatable, type, tonumber, tostring, pcall
 local min, max, format, running, costatus = math.min, math.max, string.format, coroutine.running, coroutine.status
 
 local M = {}
+
+-- The longest token taken (Feishu's are some 40 bytes): one longer would
+-- be refused with its whole request by any server's header limit (nginx's
+-- 8 KB), which no token-invalid answer would cure.
+M.MAX_LENGTH = 2048
 
 -- Token-invalid answers: drop the cached token, fetch anew, retry once.
 M.INVALID_CODES = {
@@ -119,8 +125,14 @@ function Token:cached()
   end
   local refresh_at, expires_at, tok = v:match("^(%S+) (%S+) (.+)$")
   refresh_at, expires_at = tonumber(refresh_at), tonumber(expires_at)
-  -- what another process sharing the store wrote may be anything
-  if not (tok and refresh_at and expires_at) then return nil end
+  -- what another process sharing the store wrote may be anything: a token
+  -- as a fetch would refuse it (CR or LF, which no header may hold, too
+  -- short to keep out of messages, too long for any header) would fail
+  -- every call until it expired, so it is none, and the fetch replaces it
+  if not (tok and refresh_at and expires_at) or #tok < MIN_SECRET or #tok > M.MAX_LENGTH
+     or tok:find("[\r\n%z]") then
+    return nil
+  end
   self.raw, self.parsed = v, { token = tok, refresh_at = refresh_at, expires_at = expires_at }
   if self.memo then self.memo_until = self.memo_now() + self.memo end
   return self.parsed
@@ -204,6 +216,7 @@ end
 function Token:get(arg)
   if self.fixed then return self.fixed end
   local waited, pause = 0, 0.005
+  local t0 = self.now()
   -- the lock outlives a fetch that takes its whole timeout, never for ever;
   -- a wait for another's fetch takes no more than this call's own would
   local timeout = max(arg and arg.timeout or 30, 0)
@@ -238,6 +251,12 @@ function Token:get(arg)
     end
     local held = self.store:get(self.lock)
     local holder = holder_of(held)
+    if holder == nil and type(held) == "string" and not held:match("^%x+%-%d+%.%d+$") then
+      -- no fetch's lock (lock_value's shape) but what another program
+      -- wrote, maybe with no time-to-live: none to wait for, let go as one
+      -- abandoned, or every call would wait out its timeout and fail
+      holder = false
+    end
     if holder == false and not let_go then
       let_go = true -- once: a store that fails to delete must not spin here
       -- a fetch of this state abandoned mid-way: nobody else will let its
@@ -252,7 +271,9 @@ function Token:get(arg)
       return nil, token_error("timed out waiting for another fetch of the tenant token; nothing was sent")
     else
       self.sleep(pause)
-      waited = waited + pause
+      -- the pauses, or the time gone if more: the store's round trips count
+      -- (a slow Redis, each turn up to its timeout twice)
+      waited = max(waited + pause, self.now() - t0)
       pause = min(pause * 2, 0.05)
     end
   end
