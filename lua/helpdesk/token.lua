@@ -216,7 +216,9 @@ end
 function Token:get(arg)
   if self.fixed then return self.fixed end
   local waited, pause = 0, 0.005
-  local t0 = self.now()
+  -- the time gone on a clock finer than the token's (os.time with Redis)
+  local elapsed = self.memo_now or self.now
+  local t0 = elapsed()
   -- the lock outlives a fetch that takes its whole timeout, never for ever;
   -- a wait for another's fetch takes no more than this call's own would
   local timeout = max(arg and arg.timeout or 30, 0)
@@ -273,7 +275,7 @@ function Token:get(arg)
       self.sleep(pause)
       -- the pauses, or the time gone if more: the store's round trips count
       -- (a slow Redis, each turn up to its timeout twice)
-      waited = max(waited + pause, self.now() - t0)
+      waited = max(waited + pause, elapsed() - t0)
       pause = min(pause * 2, 0.05)
     end
   end
