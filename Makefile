@@ -9,9 +9,10 @@ LUA ?= $(call lua_bin,$(LUA_VERSION))
 LUA_INCDIR ?= $(call lua_incdir,$(LUA_VERSION))
 CURL_CFLAGS ?= $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS ?= $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
-# OpenSSL's libcrypto: SHA-256 and AES-256-CBC for the events (src/crypto.c)
-CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libcrypto 2>/dev/null)
-CRYPTO_LIBS ?= $(shell pkg-config --libs libcrypto 2>/dev/null || echo -lcrypto)
+# OpenSSL: libcrypto's SHA-256 and AES-256-CBC for the events (src/crypto.c),
+# libssl for TLS to Redis (src/redis.c)
+CRYPTO_CFLAGS ?= $(shell pkg-config --cflags libssl libcrypto 2>/dev/null)
+CRYPTO_LIBS ?= $(shell pkg-config --libs libssl libcrypto 2>/dev/null || echo -lssl -lcrypto)
 # hiredis: the Redis store's connection (src/redis.c)
 HIREDIS_LIBS ?= $(shell pkg-config --libs hiredis 2>/dev/null || echo -lhiredis)
 CC ?= cc

@@ -20,8 +20,9 @@ dependencies = {
 }
 external_dependencies = {
   CURL = { header = "curl/curl.h", library = "curl" },
-  -- OpenSSL's libcrypto (Debian: libssl-dev), for the events' SHA-256 and AES
-  OPENSSL = { header = "openssl/evp.h", library = "crypto" },
+  -- OpenSSL (Debian: libssl-dev): libcrypto for the events' SHA-256 and AES,
+  -- libssl for TLS to Redis
+  OPENSSL = { header = "openssl/ssl.h", library = "ssl" },
   -- hiredis (Debian: libhiredis-dev), the Redis store's connection
   HIREDIS = { header = "hiredis/hiredis.h", library = "hiredis" },
 }
@@ -32,7 +33,7 @@ build = {
       sources = { "src/core.c", "src/wire.c", "src/crypto.c", "src/redis.c" },
       incdirs = { "$(CURL_INCDIR)", "$(OPENSSL_INCDIR)", "$(HIREDIS_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(HIREDIS_LIBDIR)" },
-      libraries = { "curl", "crypto", "hiredis", "pthread" },
+      libraries = { "curl", "ssl", "crypto", "hiredis", "pthread" },
     },
     helpdesk = "lua/helpdesk.lua",
     ["helpdesk.batch"] = "lua/helpdesk/batch.lua",

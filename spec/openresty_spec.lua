@@ -390,6 +390,68 @@ describe("OpenResty #openresty", function()
     end)
   end)
 
+  describe("a host on Redis over TLS (rediss://)", function()
+    local redis_server = require "redis_server"
+    local redis, tls_dir
+
+    setup(function() redis = redis_server.start({ tls = true, password = "tls-nginx-pass" }) end)
+    teardown(function() redis_server.finish(redis) end)
+    after_each(function()
+      if tls_dir then stop(tls_dir) end
+      tls_dir = nil
+    end)
+
+    -- The example with lua_ssl_trusted_certificate (trusted, or not: the
+    -- system's CAs) on a Redis over TLS; sends n messages through it.
+    local function host_sending(n, trusted)
+      local conf = tmpdir() .. "/nginx.conf"
+      sh(string.format("sed 's|^http {|http {\\n  lua_ssl_trusted_certificate %s;|' %s > %s",
+                       trusted and redis.ca_file or "/etc/ssl/certs/ca-certificates.crt",
+                       ROOT .. "/examples/openresty/nginx.conf", conf))
+      local host_url
+      host_url, tls_dir = start(conf, "FEISHU_REDIS_URL=" .. redis.url .. "/5")
+      local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
+        .. "-d '{\"ticket_id\":\"%s\",\"text\":\"tls\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
+        fake.TICKET, host_url, n))
+      local sent = 0
+      for line in out:gmatch("[^\n]+") do
+        assert.matches("^om_", cjson.decode(line).message_id)
+        sent = sent + 1
+      end
+      assert.are.equal(n, sent)
+      os.remove(conf)
+      return sh("cat " .. tls_dir .. "/logs/error.log")
+    end
+
+    -- The limiter's count in db 5.
+    local function seq()
+      local c = assert(require("helpdesk.core").redis_connect("127.0.0.1", redis.port, 1, { verify = false }))
+      assert(c:command("AUTH", "tls-nginx-pass"))
+      assert(c:command("SELECT", "5"))
+      local v
+      for _, key in ipairs(c:command("KEYS", "*ticket_message:seq:*")) do v = c:command("GET", key) end
+      assert(c:command("FLUSHDB"))
+      c:close()
+      return v
+    end
+
+    it("keeps the token and the budget there, through the cosocket's TLS, the chain checked", function()
+      local log = host_sending(6, true)
+      assert.is_nil(log:find("store_fallback", 1, true), log)
+      assert.is_nil(log:find("tls-nginx-pass", 1, true))
+      assert.are.equal("6", seq())
+      assert.are.equal(1, fake.state().token_count)
+    end)
+
+    it("goes on with its shared dict when no CA it trusts signed the certificate, saying why", function()
+      local log = host_sending(3, false)
+      assert.matches("helpdesk: store_fallback: redis failed %(TLS: ", log)
+      assert.matches("certificate verify error: %(19: self%-signed certificate in certificate chain%)", log)
+      assert.is_nil(log:find("tls-nginx-pass", 1, true))
+      assert.is_nil(seq())
+    end)
+  end)
+
   describe("one event pushed again and again to two workers", function()
     after_each(finish)
 

@@ -43,11 +43,30 @@ local function slurp(path)
   return s
 end
 
+-- A certificate authority (in ca_dir, made there unless it is there) and a
+-- certificate of its in dir for names (subjectAltName's: 127.0.0.1 and
+-- localhost unless given), made with the openssl command: the CA's file.
+local function make_certificates(dir, names, ca_dir)
+  local q = function(name) return quote(dir .. "/" .. name) end
+  ca_dir = ca_dir or dir
+  local ca = function(name) return quote(ca_dir .. "/" .. name) end
+  local out = sh("(" .. table.concat({
+    "{ [ -f", ca("ca.crt"), "] || openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=helpdesk-spec-ca",
+    "-keyout", ca("ca.key"), "-out", ca("ca.crt"), "; }",
+    "&& openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout", q("redis.key"), "-out", q("redis.csr"),
+    "&& printf 'subjectAltName=%s\\n'", quote(names or "IP:127.0.0.1,DNS:localhost"), ">", q("ext.cnf"),
+    "&& openssl x509 -req -in", q("redis.csr"), "-CA", ca("ca.crt"), "-CAkey", ca("ca.key"),
+    "-CAcreateserial -days 2 -extfile", q("ext.cnf"), "-out", q("redis.crt"), "&& echo made",
+  }, " ") .. ")")
+  assert(out:find("made", 1, true), "openssl: " .. out)
+  return ca_dir .. "/ca.crt"
+end
+
 -- A connection that answers PING, within 5 s (a loaded machine, valgrind);
 -- nil if none.
-local function ping(port, password)
+local function ping(port, password, tls)
   for _ = 1, 500 do
-    local c = core.redis_connect("127.0.0.1", port, 0.2)
+    local c = core.redis_connect("127.0.0.1", port, 0.2, tls)
     if c then
       if password then c:command("AUTH", password) end
       local pong = c:command("PING")
@@ -59,25 +78,39 @@ local function ping(port, password)
   return nil
 end
 
--- Starts the server (on port, or a free one); opts.password sets requirepass.
--- Returns the server: { port =, url =, dir = }.
+-- Starts the server (on port, or a free one); opts.password sets requirepass;
+-- opts.tls: TLS only, with a certificate of a CA of the spec's own (the
+-- one in opts.ca_dir, another server's dir) for opts.tls_names.
+-- Returns the server: { port =, url =, dir =, ca_file = (with tls) }.
 function M.start(opts)
   opts = opts or {}
   local dir = opts.dir or sh("mktemp -d \"${TMPDIR:-/tmp}/helpdesk-redis.XXXXXX\""):gsub("%s+$", "")
+  local ca_file = opts.tls and make_certificates(dir, opts.tls_names, opts.ca_dir)
   for _ = 1, 20 do
     local port = opts.port or random_port()
     -- not under the sanitizers' runtime the specs may run with (make sanitize)
-    local args = { "env -u LD_PRELOAD", BIN, "--bind 127.0.0.1", "--port " .. port, "--save ''", "--appendonly no",
+    local args = { "env -u LD_PRELOAD", BIN, "--bind 127.0.0.1", "--save ''", "--appendonly no",
                    "--daemonize yes", "--dir " .. quote(dir), "--pidfile " .. quote(dir .. "/redis.pid"),
                    "--logfile " .. quote(dir .. "/redis.log") }
+    if opts.tls then
+      for _, a in ipairs({ "--port 0", "--tls-port " .. port, "--tls-cert-file " .. quote(dir .. "/redis.crt"),
+                           "--tls-key-file " .. quote(dir .. "/redis.key"), "--tls-ca-cert-file " .. quote(ca_file),
+                           "--tls-auth-clients no" }) do
+        args[#args + 1] = a
+      end
+    else
+      args[#args + 1] = "--port " .. port
+    end
     if opts.password then args[#args + 1] = "--requirepass " .. quote(opts.password) end
     -- DEBUG SLEEP: a Redis that is slow to answer
     if opts.debug then args[#args + 1] = "--enable-debug-command local" end
     os.remove(dir .. "/redis.pid")
     sh(table.concat(args, " "))
-    if ping(port, opts.password) then
-      local s = { port = port, dir = dir, password = opts.password,
-                  url = "redis://" .. (opts.password and ":" .. opts.password .. "@" or "") .. "127.0.0.1:" .. port }
+    -- ready, whatever its certificate names (a spec may test that)
+    if ping(port, opts.password, opts.tls and { verify = false } or nil) then
+      local s = { port = port, dir = dir, password = opts.password, tls = opts.tls, ca_file = ca_file,
+                  url = (opts.tls and "rediss://" or "redis://")
+                    .. (opts.password and ":" .. opts.password .. "@" or "") .. "127.0.0.1:" .. port }
       M.current = s
       return s
     end
@@ -109,7 +142,10 @@ function M.finish(s)
   s = s or M.current
   if not s then return end
   M.stop(s)
-  os.remove(s.dir .. "/redis.log")
+  for _, name in ipairs({ "redis.log", "ca.key", "ca.crt", "ca.srl", "redis.key", "redis.csr", "redis.crt",
+                          "ext.cnf" }) do
+    os.remove(s.dir .. "/" .. name)
+  end
   os.remove(s.dir)
   if M.current == s then M.current = nil end
 end

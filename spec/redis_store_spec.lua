@@ -167,15 +167,23 @@ describe("the Redis store", function()
                              "redis://:hunter22@h:70000", "redis://:hunter22@h/16",
                              "redis://us!er:hunter22@h", "redis://hunter22@h",
                              "redis://:hunter22@h:1/x", "redis://:hunter22@h:1\r\n", "redis://:hunter22@ h",
-                             "rediss://:hunter22@h:1", "redis://:hunter2@h:1", 42 }) do
+                             "rediss://:hunter22@h:0", "redis://:hunter2@h:1", 42 }) do
         local c, err = helpdesk.new(fake.options({ store = { redis = bad } }))
         assert.is_nil(c)
         assert.are.equal("invalid", err.kind)
         assert.are.equal("store.redis", err.field)
         assert.is_nil(tostring(err):find("hunter22", 1, true), tostring(err))
       end
-      local _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1" } }))
-      assert.matches("TLS", tostring(err))
+      -- TLS's settings with TLS only
+      local _, err = helpdesk.new(fake.options({ store = { redis = "redis://h:1", insecure = true } }))
+      assert.are.equal("store.insecure", err.field)
+      assert.matches("rediss://", tostring(err))
+      _, err = helpdesk.new(fake.options({ store = { redis = "redis://h:1", ca_file = "/etc/hosts" } }))
+      assert.are.equal("store.ca_file", err.field)
+      _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1", ca_file = "/no/such/file.pem" } }))
+      assert.are.equal("store.ca_file", err.field)
+      _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1", insecure = "yes" } }))
+      assert.are.equal("store.insecure", err.field)
       _, err = helpdesk.new(fake.options({ store = { redis = server.url, timeout = 0 } }))
       assert.are.equal("store.timeout", err.field)
       _, err = helpdesk.new(fake.options({ store = { redis = server.url, prefix = "a b" } }))
@@ -191,6 +199,93 @@ describe("the Redis store", function()
     it("never shows its password in tostring", function()
       local st = assert(redis_store.new({ redis = "redis://:hunter22@127.0.0.1:1/2" }))
       assert.are.equal("helpdesk.redis_store (127.0.0.1:1/2, prefix )", tostring(st))
+    end)
+  end)
+
+  describe("over TLS (rediss://)", function()
+    local tls
+
+    setup(function() tls = redis_server.start({ tls = true, password = "tls-secret-pass" }) end)
+    teardown(function() redis_server.finish(tls) end)
+
+    it("shares the token and the budget, the server's certificate checked against ca_file", function()
+      local url = tls.url .. "/3"
+      local a = fake.client({ store = { redis = url, ca_file = tls.ca_file } })
+      local b = fake.client({ store = { redis = url, ca_file = tls.ca_file } })
+      local events = {}
+      local c = fake.client({ store = { redis = url, ca_file = tls.ca_file },
+                              logger = function(e) events[#events + 1] = e end })
+      for _ = 1, 3 do
+        assert(a:send_ticket_message(fake.TICKET, TEXT))
+        assert(b:send_ticket_message(fake.TICKET, TEXT))
+        assert(c:send_ticket_message(fake.TICKET, TEXT))
+      end
+      for _, e in ipairs(events) do assert.are_not.equal("store_fallback", e.event, tostring(e.error)) end
+      assert.are.equal(1, fake.state().token_count)
+      -- the limiter's count is there, over TLS
+      local conn = assert(core.redis_connect("127.0.0.1", tls.port, 1, { ca_file = tls.ca_file }))
+      assert(conn:command("AUTH", "tls-secret-pass"))
+      assert(conn:command("SELECT", "3"))
+      local keys = conn:command("KEYS", "*ticket_message:seq*")
+      assert.are.equal(1, #keys)
+      assert.are.equal("9", conn:command("GET", keys[1]))
+      conn:close()
+      assert.matches("^helpdesk.redis_store %(tls 127%.0%.0%.1:%d+/0", tostring(redis_store.new({ redis = tls.url })))
+      a:close()
+      b:close()
+      c:close()
+    end)
+
+    it("refuses a certificate no CA it trusts signed, saying why, never the password", function()
+      -- the system's CAs, which never signed the spec's
+      local events = {}
+      local client = fake.client({ store = { redis = tls.url }, logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      client:close()
+      local said
+      for _, e in ipairs(events) do
+        if e.event == "store_fallback" then said = e.error end
+      end
+      assert.matches("TLS: certificate verify failed", said)
+      assert.is_nil(said:find("tls-secret-pass", 1, true))
+      -- insecure = true takes it (the caller said so)
+      events = {}
+      client = fake.client({ store = { redis = tls.url, insecure = true },
+                             logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      client:close()
+      for _, e in ipairs(events) do assert.are_not.equal("store_fallback", e.event, tostring(e.error)) end
+    end)
+
+    it("refuses a certificate for another name", function()
+      -- a server whose certificate (of the same CA) names another host only
+      local other = redis_server.start({ tls = true, tls_names = "DNS:redis.example", ca_dir = tls.dir })
+      finally(function() redis_server.finish(other) end)
+      local events = {}
+      local st = assert(redis_store.new({ redis = other.url, ca_file = tls.ca_file,
+                                          on_event = function(e) events[#events + 1] = e end }))
+      assert.is_true(st:set("k", "v")) -- in the local store
+      assert.is_false(st:up())
+      assert.matches("TLS: certificate verify failed: IP address mismatch", events[1].error)
+      st:close()
+    end)
+
+    it("is no plain Redis: a TLS store against a plain server, and the other way round, fall back", function()
+      local events = {}
+      local client = fake.client({ store = { redis = server.url:gsub("^redis:", "rediss:"), insecure = true,
+                                             timeout = 0.3 },
+                                   logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      client:close()
+      assert.are.equal("store_fallback", events[1] and events[1].event)
+      events = {}
+      client = fake.client({ store = { redis = tls.url:gsub("^rediss:", "redis:"), timeout = 0.3 },
+                             logger = function(e) events[#events + 1] = e end })
+      assert(client:send_ticket_message(fake.TICKET, TEXT))
+      client:close()
+      local fell
+      for _, e in ipairs(events) do fell = fell or e.event == "store_fallback" end
+      assert.is_true(fell)
     end)
   end)
 

@@ -1,14 +1,22 @@
 /* helpdesk.core's Redis primitive: one blocking connection over hiredis,
- * commands in, replies out as Lua values. What the commands mean (the
- * store, its scripts, reconnecting) is lua/helpdesk/redis_store.lua's. */
+ * commands in, replies out as Lua values; over TLS (rediss://) too, where
+ * hiredis 0.14 (Debian 12's) has none of its own: hiredis connects and
+ * frames, libssl carries the bytes. What the commands mean (the store, its
+ * scripts, reconnecting) is lua/helpdesk/redis_store.lua's. */
 #define _POSIX_C_SOURCE 200809L
 
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "compat.h"
 #include "redis.h"
@@ -19,7 +27,71 @@
 
 typedef struct {
   redisContext *ctx; /* NULL once closed, or after an I/O error */
+  SSL_CTX *tls_ctx;  /* with TLS: its context and session, else NULL */
+  SSL *tls;
 } conn;
+
+/* Frees what c holds; it is closed after (any number of times). */
+static void conn_free(conn *c) {
+  if (c->tls) SSL_free(c->tls);
+  if (c->tls_ctx) SSL_CTX_free(c->tls_ctx);
+  if (c->ctx) redisFree(c->ctx); /* closes the socket, after TLS let go of it */
+  c->tls = NULL;
+  c->tls_ctx = NULL;
+  c->ctx = NULL;
+}
+
+/* The reason for what just failed in libssl, into buf: the certificate's
+ * verification first, else libssl's queue (emptied), else errno's. */
+static const char *tls_reason(conn *c, char *buf, size_t size) {
+  long v = c->tls ? SSL_get_verify_result(c->tls) : X509_V_OK;
+  unsigned long e = ERR_get_error();
+  if (v != X509_V_OK) {
+    snprintf(buf, size, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(v));
+  } else if (e != 0) {
+    char what[200];
+    ERR_error_string_n(e, what, sizeof what);
+    snprintf(buf, size, "TLS: %s", what);
+  } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    snprintf(buf, size, "Resource temporarily unavailable"); /* as hiredis says a timeout */
+  } else {
+    snprintf(buf, size, "TLS: %s", errno ? strerror(errno) : "connection closed");
+  }
+  ERR_clear_error();
+  return buf;
+}
+
+/* Starts TLS on c's connected socket: the server's certificate checked
+ * against ca_file (NULL: the system's) and host, unless verify is 0.
+ * Returns NULL, or the reason (in buf). */
+static const char *tls_start(conn *c, const char *host, int verify, const char *ca_file, char *buf, size_t size) {
+  unsigned char ip[16];
+  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+  ERR_clear_error();
+  errno = 0;
+  c->tls_ctx = SSL_CTX_new(TLS_client_method());
+  if (c->tls_ctx == NULL) return tls_reason(c, buf, size);
+  SSL_CTX_set_min_proto_version(c->tls_ctx, TLS1_2_VERSION);
+  if (verify) {
+    SSL_CTX_set_verify(c->tls_ctx, SSL_VERIFY_PEER, NULL);
+    if ((ca_file ? SSL_CTX_load_verify_locations(c->tls_ctx, ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(c->tls_ctx)) != 1) {
+      ERR_clear_error();
+      snprintf(buf, size, "TLS: the CA certificates could not be read%s", ca_file ? " from store.ca_file" : "");
+      return buf;
+    }
+  }
+  c->tls = SSL_new(c->tls_ctx);
+  if (c->tls == NULL || SSL_set_fd(c->tls, c->ctx->fd) != 1) return tls_reason(c, buf, size);
+  if (!is_ip && SSL_set_tlsext_host_name(c->tls, host) != 1) return tls_reason(c, buf, size);
+  if (verify) {
+    X509_VERIFY_PARAM *param = SSL_get0_param(c->tls);
+    if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) != 1)
+      return tls_reason(c, buf, size);
+  }
+  if (SSL_connect(c->tls) != 1) return tls_reason(c, buf, size);
+  return NULL;
+}
 
 static struct timeval to_timeval(double s) {
   struct timeval tv;
@@ -30,29 +102,90 @@ static struct timeval to_timeval(double s) {
   return tv;
 }
 
-/* core.redis_connect(host, port, timeout) -> connection
+/* core.redis_connect(host, port, timeout [, tls]) -> connection
  * -> nil, reason: the connection could not be made in timeout seconds
- * (which bounds every command after it too). */
+ * (which bounds every read and write after it too).
+ * tls: a table for TLS, { verify = false to take any certificate,
+ * ca_file = path (else the system's CA certificates) }. */
 static int redis_connect(lua_State *L) {
   const char *host = luaL_checkstring(L, 1);
   lua_Integer port = luaL_checkinteger(L, 2);
   struct timeval tv = to_timeval(luaL_checknumber(L, 3));
+  int tls = !lua_isnoneornil(L, 4), verify = 1;
+  const char *ca_file = NULL, *why = NULL;
+  char buf[320];
   conn *c;
   luaL_argcheck(L, port >= 1 && port <= 65535, 2, "port must be 1 to 65535");
+  if (tls) {
+    luaL_checktype(L, 4, LUA_TTABLE);
+    lua_getfield(L, 4, "verify");
+    verify = lua_isnil(L, -1) || lua_toboolean(L, -1);
+    lua_getfield(L, 4, "ca_file");
+    ca_file = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* ca_file's string stays alive in the table */
+    lua_pop(L, 1);
+  }
   c = (conn *)lua_newuserdata(L, sizeof *c);
   c->ctx = NULL;
+  c->tls_ctx = NULL;
+  c->tls = NULL;
   luaL_getmetatable(L, REDIS_MT);
   lua_setmetatable(L, -2);
   c->ctx = redisConnectWithTimeout(host, (int)port, tv);
-  if (c->ctx == NULL || c->ctx->err || redisSetTimeout(c->ctx, tv) != REDIS_OK) {
+  if (c->ctx == NULL) why = "out of memory";
+  else if (c->ctx->err || redisSetTimeout(c->ctx, tv) != REDIS_OK)
+    why = c->ctx->errstr[0] ? strcpy(buf, c->ctx->errstr) : "connection failed"; /* errstr: 128 bytes */
+  else if (tls)
+    why = tls_start(c, host, verify, ca_file, buf, sizeof buf);
+  if (why) {
+    conn_free(c); /* before pushing, which may raise */
     lua_pushnil(L);
-    if (c->ctx == NULL) lua_pushliteral(L, "out of memory");
-    else lua_pushstring(L, c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
-    if (c->ctx) redisFree(c->ctx);
-    c->ctx = NULL;
+    lua_pushstring(L, why);
     return 2;
   }
   return 1;
+}
+
+/* Sends the command and reads its reply over TLS, with hiredis's framing.
+ * Returns the reply, or NULL with the reason in buf. */
+static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *lens, char *buf, size_t size) {
+  char *cmd = NULL;
+  int len = redisFormatCommandArgv(&cmd, n, argv, lens), off = 0, got;
+  void *reply = NULL;
+  char in[16384];
+  if (len < 0 || cmd == NULL) {
+    snprintf(buf, size, "out of memory");
+    return NULL;
+  }
+  ERR_clear_error();
+  while (off < len) {
+    errno = 0;
+    got = SSL_write(c->tls, cmd + off, len - off);
+    if (got <= 0) {
+      redisFreeCommand(cmd);
+      tls_reason(c, buf, size);
+      return NULL;
+    }
+    off += got;
+  }
+  redisFreeCommand(cmd);
+  for (;;) {
+    if (redisReaderGetReply(c->ctx->reader, &reply) != REDIS_OK) {
+      snprintf(buf, size, "%s", c->ctx->reader->errstr[0] ? c->ctx->reader->errstr : "protocol error");
+      return NULL;
+    }
+    if (reply) return (redisReply *)reply;
+    errno = 0;
+    got = SSL_read(c->tls, in, (int)sizeof in);
+    if (got <= 0) {
+      tls_reason(c, buf, size);
+      return NULL;
+    }
+    if (redisReaderFeed(c->ctx->reader, in, (size_t)got) != REDIS_OK) {
+      snprintf(buf, size, "protocol error");
+      return NULL;
+    }
+  }
 }
 
 /* Pushes reply as a Lua value: a string (bulk or status), an integer, false
@@ -105,23 +238,32 @@ static int redis_command(lua_State *L) {
   const char *argv[MAX_ARGS];
   size_t lens[MAX_ARGS];
   redisReply *r;
+  char buf[512];
   if (c->ctx == NULL) return luaL_argerror(L, 1, "connection is closed");
   luaL_argcheck(L, n >= 1 && n <= MAX_ARGS, n < 1 ? 2 : MAX_ARGS + 2, "1 to 64 arguments");
   for (i = 0; i < n; i++) argv[i] = luaL_checklstring(L, i + 2, &lens[i]);
-  r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
+  if (c->tls) {
+    r = tls_command(c, n, argv, lens, buf, sizeof buf);
+  } else {
+    r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
+    if (r == NULL) snprintf(buf, sizeof buf, "%s", c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
+  }
   if (r == NULL) {
+    /* freed before pushing, which may raise (out of memory) */
+    conn_free(c);
     lua_pushnil(L);
-    lua_pushstring(L, c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
+    lua_pushstring(L, buf);
     lua_pushliteral(L, "io");
-    redisFree(c->ctx);
-    c->ctx = NULL;
     return 3;
   }
   if (r->type == REDIS_REPLY_ERROR) {
-    lua_pushnil(L);
-    lua_pushlstring(L, r->str, r->len);
-    lua_pushliteral(L, "redis");
+    /* an error's text is short (NOSCRIPT…, WRONGTYPE…): copied, so that
+     * the reply is freed before pushing, which may raise */
+    snprintf(buf, sizeof buf, "%.*s", r->len > 511 ? 511 : (int)r->len, r->str);
     freeReplyObject(r);
+    lua_pushnil(L);
+    lua_pushstring(L, buf);
+    lua_pushliteral(L, "redis");
     return 3;
   }
   /* pushing may raise (out of memory): protected, so the reply is freed */
@@ -135,9 +277,7 @@ static int redis_command(lua_State *L) {
 
 /* conn:close() -- also __gc and __close; safe to call more than once */
 static int redis_close(lua_State *L) {
-  conn *c = (conn *)luaL_checkudata(L, 1, REDIS_MT);
-  if (c->ctx) redisFree(c->ctx);
-  c->ctx = NULL;
+  conn_free((conn *)luaL_checkudata(L, 1, REDIS_MT));
   return 0;
 }
 

@@ -237,7 +237,8 @@ function M.new(opts)
     -- what stands in for Redis while it is down: the shared dict, or a table
     local local_store = st
     local r = cfg.redis
-    st = assert(redis_store.new({ redis = r.redis, prefix = r.prefix, timeout = r.timeout, fallback = local_store,
+    st = assert(redis_store.new({ redis = r.redis, prefix = r.prefix, timeout = r.timeout, ca_file = r.ca_file,
+      insecure = r.insecure, fallback = local_store,
       -- the client through a weak reference (see private)
       on_event = function(e)
         local cl = weak_client[1]

@@ -32,13 +32,15 @@ local ENV = {
 }
 
 -- A Redis store's options: the URL given, the rest from the environment
--- (FEISHU_REDIS_PREFIX, FEISHU_REDIS_TIMEOUT; FEISHU_STORE_SHARE is the
--- client's store_share). A value that is not a number is left as written,
--- for the option's own check to refuse.
+-- (FEISHU_REDIS_PREFIX, FEISHU_REDIS_TIMEOUT, FEISHU_REDIS_CA_FILE;
+-- FEISHU_STORE_SHARE is the client's store_share). A value that is not a
+-- number is left as written, for the option's own check to refuse.
 function M.redis_from_env(url)
   local store = { redis = url }
   local prefix, timeout = getenv("FEISHU_REDIS_PREFIX"), getenv("FEISHU_REDIS_TIMEOUT")
+  local ca_file = getenv("FEISHU_REDIS_CA_FILE")
   if prefix ~= nil and prefix ~= "" then store.prefix = prefix end
+  if ca_file ~= nil and ca_file ~= "" then store.ca_file = ca_file end
   if timeout ~= nil and timeout ~= "" then store.timeout = tonumber(timeout) or timeout end
   return store
 end
@@ -234,7 +236,8 @@ function M.check(opts)
     -- { redis = "redis://…", prefix =, timeout = }: the client makes the store
     local ok_, serr = require("helpdesk.redis_store").new(opts.store)
     if not ok_ then return nil, serr end
-    out.redis = { redis = opts.store.redis, prefix = opts.store.prefix, timeout = opts.store.timeout }
+    out.redis = { redis = opts.store.redis, prefix = opts.store.prefix, timeout = opts.store.timeout,
+                  ca_file = opts.store.ca_file, insecure = opts.store.insecure }
   elseif opts.store ~= nil then
     local st, serr = M.store(opts.store)
     if not st then return nil, serr end

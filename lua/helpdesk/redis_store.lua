@@ -20,7 +20,8 @@ M.DEFAULT_PREFIX = ""
 M.DEFAULT_TIMEOUT = 0.2
 local BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30
 
-local USAGE = "must be redis://[[user]:password@]host[:port][/db] (host a name or an IPv4 address, db 0 to 15)"
+local USAGE = "must be redis://[[user]:password@]host[:port][/db] or rediss:// (TLS) "
+  .. "(host a name or an IPv4 address, db 0 to 15)"
 
 -- Parses a redis:// URL into { host =, port =, db =, password =, user = },
 -- or nil and the reason. The reason never holds the URL (it may hold a
@@ -28,11 +29,7 @@ local USAGE = "must be redis://[[user]:password@]host[:port][/db] (host a name o
 function M.parse_url(url)
   if type(url) ~= "string" then return nil, USAGE end
   if url:find("[%c%s]") then return nil, USAGE end
-  if url:match("^rediss://") then
-    return nil, "rediss:// (TLS) is not supported: the plain-Lua client is Debian's hiredis 0.14, "
-      .. "which has no TLS; reach Redis over a trusted network or a TLS tunnel (stunnel, spiped)"
-  end
-  local rest = url:match("^redis://(.*)$")
+  local scheme, rest = url:match("^(rediss?)://(.*)$")
   if not rest then return nil, USAGE end
   local password, user
   -- the password runs to the last "@": it may hold "@" itself, never "/"
@@ -56,7 +53,7 @@ function M.parse_url(url)
   port = port ~= "" and tonumber(port) or 6379
   db = db ~= "" and tonumber(db) or 0
   if rest:match(":$") or port < 1 or port > 65535 or db > 15 then return nil, USAGE end
-  return { host = host, port = port, db = db, password = password, user = user }
+  return { host = host, port = port, db = db, password = password, user = user, tls = scheme == "rediss" or nil }
 end
 
 -- The reservation of the limiter (helpdesk.ratelimit), whole, in Redis:
@@ -142,7 +139,8 @@ end
 function Plain:connect()
   local core = require "helpdesk.core"
   local cfg = self.cfg
-  local conn, err = core.redis_connect(cfg.host, cfg.port, cfg.timeout)
+  local conn, err = core.redis_connect(cfg.host, cfg.port, cfg.timeout,
+                                       cfg.tls and { verify = not cfg.insecure, ca_file = cfg.ca_file } or nil)
   if not conn then return nil, err end
   if cfg.password then
     local ok, aerr
@@ -204,7 +202,8 @@ Nginx.__index = Nginx
 local function nginx_backend(cfg, resty_redis)
   local core = require "helpdesk.core"
   -- the pool's name tells servers, dbs and passwords apart without showing one
-  local id = core.base64(core.sha256(cfg.user or "", "\0", cfg.password or "", "\0", tostring(cfg.db))):sub(1, 16)
+  local id = core.base64(core.sha256(cfg.user or "", "\0", cfg.password or "", "\0", tostring(cfg.db), "\0",
+                                     cfg.tls and (cfg.insecure and "tls-any" or "tls") or "")):sub(1, 16)
   return setmetatable({ cfg = cfg, redis = resty_redis,
                         pool = format("helpdesk:%s:%d:%s", cfg.host, cfg.port, id) }, Nginx)
 end
@@ -218,6 +217,21 @@ function Nginx:command(name, ...)
   ok, err = red:connect(cfg.host, cfg.port, { pool = self.pool })
   if not ok then return nil, err, "io" end
   if (red:get_reused_times() or 0) == 0 then
+    if cfg.tls then
+      -- resty.redis 0.27 (Debian's) has no TLS option: the cosocket under
+      -- it does. Checked against lua_ssl_trusted_certificate; nginx checks a
+      -- name, not an IP address
+      local sock = rawget(red, "_sock")
+      local server_name = not cfg.host:match("^[%d%.]+$") and cfg.host or nil
+      -- a session asked for (nil, not false): resty.core reads the
+      -- verification's result only then; it raises (an assertion) on some
+      -- failed ones, whose reason nginx writes to its error log
+      local done, res, why = pcall(sock.sslhandshake, sock, nil, server_name, not cfg.insecure)
+      if not (done and res) then
+        red:close()
+        return nil, "TLS: " .. (done and tostring(why) or "the handshake failed (see nginx's error log)"), "io"
+      end
+    end
     if cfg.password then
       if cfg.user then
         ok, err = red:auth(cfg.user, cfg.password)
@@ -265,13 +279,17 @@ Store.__index = Store
 
 function Store.__tostring(s)
   -- never the password
-  return format("helpdesk.redis_store (%s:%d/%d, prefix %s)", s.cfg.host, s.cfg.port, s.cfg.db, s.prefix)
+  return format("helpdesk.redis_store (%s%s:%d/%d, prefix %s)", s.cfg.tls and "tls " or "", s.cfg.host, s.cfg.port,
+                s.cfg.db, s.prefix)
 end
 
 --- Makes a Redis store. Does not connect: the first call does.
--- @tab opts `redis` (`"redis://[[user]:password@]host[:port][/db]"`, required),
--- `prefix` (`"helpdesk:"`), `timeout` (seconds, `0.2`: connect and each
--- command), and from the client: `fallback` (the local store used while
+-- @tab opts `redis` (`"redis://[[user]:password@]host[:port][/db]"`, or
+-- `rediss://` for TLS, required), `prefix` (`"helpdesk:"`), `timeout`
+-- (seconds, `0.2`: connect and each command), with `rediss://` `ca_file`
+-- (PEM certificates the server's must chain to; the system's by default;
+-- inside nginx, `lua_ssl_trusted_certificate`) and `insecure = true` (any
+-- certificate taken), and from the client: `fallback` (the local store used while
 -- Redis fails), `on_event` (called with `store_fallback` and
 -- `store_recovered` events), `now` (the clock of the backoff); and for the
 -- limiter's property specs `caller_clock = true` (reservations on the
@@ -281,14 +299,34 @@ end
 function M.new(opts)
   if type(opts) ~= "table" then return nil, errors.invalid("store", "must be a table") end
   for k in pairs(opts) do
-    if k ~= "redis" and k ~= "prefix" and k ~= "timeout" and k ~= "fallback" and k ~= "on_event"
-       and k ~= "now" and k ~= "caller_clock" then
+    if k ~= "redis" and k ~= "prefix" and k ~= "timeout" and k ~= "ca_file" and k ~= "insecure"
+       and k ~= "fallback" and k ~= "on_event" and k ~= "now" and k ~= "caller_clock" then
       return nil, errors.invalid("store", "has an unknown field " .. tostring(k)
-        .. " (a Redis store takes redis, prefix and timeout)")
+        .. " (a Redis store takes redis, prefix, timeout, ca_file and insecure)")
     end
   end
   local cfg, why = M.parse_url(opts.redis)
   if not cfg then return nil, errors.invalid("store.redis", why) end
+  -- TLS's settings, for rediss:// only: given with redis:// they would
+  -- read as protection there is not
+  for _, k in ipairs({ "ca_file", "insecure" }) do
+    if opts[k] ~= nil and not cfg.tls then
+      return nil, errors.invalid("store." .. k, "is for TLS: the URL must be rediss://")
+    end
+  end
+  if opts.ca_file ~= nil then
+    if type(opts.ca_file) ~= "string" or opts.ca_file == "" or opts.ca_file:find("%z") then
+      return nil, errors.invalid("store.ca_file", "must be the path of a file of PEM certificates")
+    end
+    local f = io.open(opts.ca_file, "rb")
+    if not f then return nil, errors.invalid("store.ca_file", "cannot be read") end
+    f:close()
+    cfg.ca_file = opts.ca_file
+  end
+  if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
+    return nil, errors.invalid("store.insecure", "must be a boolean (true: any certificate is taken)")
+  end
+  cfg.insecure = opts.insecure == true
   local prefix = opts.prefix
   if prefix == nil then prefix = M.DEFAULT_PREFIX end
   if type(prefix) ~= "string" or #prefix > 200 or prefix:find("[%c%s]") then
