@@ -309,6 +309,22 @@ describe("rate limits", function()
       end
     end)
 
+    it("counts the starts its ring holds when the count starts again: no window over the limit", function()
+      for _, nonsense in ipairs({ "x", -5, 1e300 }) do
+        local clock = fake_clock()
+        local st = store.table(clock.now)
+        local lim = ratelimit.limiter({ per_second = 2 }, st, "t", clock.now)
+        assert(lim:acquire(clock, 1))
+        assert(lim:acquire(clock, 1))
+        local t0 = clock.now()
+        clock.advance(0.1)
+        st.values[lim.seq_key] = nonsense
+        assert(lim:acquire(clock, clock.now() + 5))
+        -- the third within the second of the first two would be one too many
+        assert.is_true(clock.now() - t0 >= 1, tostring(nonsense) .. ": the third after " .. (clock.now() - t0) .. " s")
+      end
+    end)
+
     it("says how long it would wait when that is past the deadline", function()
       local clock = fake_clock()
       local lim = ratelimit.limiter({ per_minute = 2 }, nil, nil, clock.now)

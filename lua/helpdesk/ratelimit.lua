@@ -77,7 +77,9 @@ end
 -- was never written by a limiter (another program, or a corrupted store):
 -- it would hold every call back for ever, and counts as none.
 function Limiter:start_of(k, win, now)
-  if k < 1 then return NONE end
+  -- read even for k < 1: numbering started again (a count lost or garbled)
+  -- keeps the starts its ring holds, which a window must still count; in
+  -- a ring never used the slot is empty
   local _, t = parse(self.store:get(win.key .. k % win.n))
   if not t or t > now + MAX_AHEAD then return NONE end
   return t
