@@ -42,7 +42,8 @@ local function helpdesk(args, opts)
   for k, v in pairs(opts.env or {}) do env[k] = v or nil end
   local parts = { "env -u FEISHU_BASE_URL -u FEISHU_APP_ID -u FEISHU_APP_SECRET -u FEISHU_HELPDESK_ID",
                   "-u FEISHU_HELPDESK_TOKEN -u FEISHU_TENANT_ACCESS_TOKEN -u FEISHU_ENCRYPT_KEY",
-                  "-u FEISHU_VERIFICATION_TOKEN -u FEISHU_REDIS_URL ASAN_OPTIONS=detect_leaks=0",
+                  "-u FEISHU_VERIFICATION_TOKEN -u FEISHU_REDIS_URL -u FEISHU_REDIS_PREFIX -u FEISHU_REDIS_TIMEOUT "
+                 .. "-u FEISHU_REDIS_CA_FILE -u FEISHU_STORE_SHARE ASAN_OPTIONS=detect_leaks=0",
                   "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath) }
   for k, v in pairs(env) do parts[#parts + 1] = k .. "=" .. quote(v) end
   parts[#parts + 1] = LUA .. " bin/helpdesk"

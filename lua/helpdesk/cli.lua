@@ -47,6 +47,8 @@ Connection:
   --proxy URL                 e.g. http://proxy:3128
   --redis URL                 FEISHU_REDIS_URL: the token and the rate limits shared
                               with other hosts, redis://[[user]:password@]host[:port][/db]
+                              (rediss:// for TLS; FEISHU_REDIS_PREFIX, _TIMEOUT,
+                              _CA_FILE and FEISHU_STORE_SHARE from the environment)
   --verbose                   log each request, answer and retry to stderr
 Exit codes: 0 done; 1 Feishu refused the call (or stdout could not be
 written); 2 bad usage or input (or a closed stdout), nothing sent; 3 the
