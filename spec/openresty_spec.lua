@@ -40,6 +40,20 @@ local function stop(dir)
   sh(RUN .. " stop " .. dir .. " && rm -rf " .. dir)
 end
 
+-- Sends n ticket messages with text through the example at url, 4 at a
+-- time; each must answer a message id.
+local function send_through(url, n, text)
+  local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
+    .. "-d '{\"ticket_id\":\"%s\",\"text\":\"%s\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
+    fake.TICKET, text, url, n))
+  local sent = 0
+  for line in out:gmatch("[^\n]+") do
+    assert.matches("^om_", cjson.decode(line).message_id)
+    sent = sent + 1
+  end
+  assert.are.equal(n, sent)
+end
+
 local function curl(args)
   local out = sh("curl -s --max-time 10 " .. args)
   return out
@@ -356,17 +370,7 @@ describe("OpenResty #openresty", function()
 
     it("go on with their shared dicts while Redis is down, and back to Redis when it is up", function()
       local function send_through_both(n, tag)
-        for i = 1, 2 do
-          local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
-            .. "-d '{\"ticket_id\":\"%s\",\"text\":\"%s\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
-            fake.TICKET, tag .. i, hosts[i].url, n))
-          local sent = 0
-          for line in out:gmatch("[^\n]+") do
-            assert.matches("^om_", cjson.decode(line).message_id)
-            sent = sent + 1
-          end
-          assert.are.equal(n, sent)
-        end
+        for i = 1, 2 do send_through(hosts[i].url, n, tag .. i) end
       end
       send_through_both(4, "before")
       redis_server.stop(redis)
@@ -410,15 +414,7 @@ describe("OpenResty #openresty", function()
                        ROOT .. "/examples/openresty/nginx.conf", conf))
       local host_url
       host_url, tls_dir = start(conf, "FEISHU_REDIS_URL=" .. redis.url .. "/5")
-      local out = sh(string.format(PARALLEL .. " --max-time 20 --parallel-max 4 -X POST "
-        .. "-d '{\"ticket_id\":\"%s\",\"text\":\"tls\"}' -w '\n' '%s/ticket/message?n=[1-%d]' 2>/dev/null",
-        fake.TICKET, host_url, n))
-      local sent = 0
-      for line in out:gmatch("[^\n]+") do
-        assert.matches("^om_", cjson.decode(line).message_id)
-        sent = sent + 1
-      end
-      assert.are.equal(n, sent)
+      send_through(host_url, n, "tls")
       os.remove(conf)
       return sh("cat " .. tls_dir .. "/logs/error.log")
     end
