@@ -7,9 +7,12 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -29,6 +32,7 @@ typedef struct {
   redisContext *ctx; /* NULL once closed, or after an I/O error */
   SSL_CTX *tls_ctx;  /* with TLS: its context and session, else NULL */
   SSL *tls;
+  double timeout;    /* with TLS: seconds for a whole handshake or command */
 } conn;
 
 /* Frees what c holds; it is closed after (any number of times). */
@@ -61,12 +65,44 @@ static const char *tls_reason(conn *c, char *buf, size_t size) {
   return buf;
 }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* After ret from an SSL_ call on c's (non-blocking) socket: waits until
+ * the socket is ready for what libssl wants, until deadline. Returns 1 to
+ * call again; 0 when it failed (errno EAGAIN when the time ran out). The
+ * socket's own timeout bounds each read, not a peer that sends a byte at a
+ * time: the deadline bounds the whole. */
+static int tls_wait(conn *c, int ret, double deadline) {
+  struct pollfd p;
+  int why = SSL_get_error(c->tls, ret), n;
+  double left;
+  if (why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE) return 0;
+  p.fd = c->ctx->fd;
+  p.events = why == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+  for (;;) {
+    left = deadline - now_s();
+    if (left <= 0) break;
+    p.revents = 0;
+    n = poll(&p, 1, (int)(left * 1000) + 1);
+    if (n > 0) return 1;
+    if (n < 0 && errno != EINTR) return 0;
+  }
+  ERR_clear_error();
+  errno = EAGAIN;
+  return 0;
+}
+
 /* Starts TLS on c's connected socket: the server's certificate checked
  * against ca_file (NULL: the system's) and host, unless verify is 0.
  * Returns NULL, or the reason (in buf). */
 static const char *tls_start(conn *c, const char *host, int verify, const char *ca_file, char *buf, size_t size) {
   unsigned char ip[16];
-  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1, flags, ret;
+  double deadline = now_s() + c->timeout;
   ERR_clear_error();
   errno = 0;
   c->tls_ctx = SSL_CTX_new(TLS_client_method());
@@ -83,14 +119,22 @@ static const char *tls_start(conn *c, const char *host, int verify, const char *
   }
   c->tls = SSL_new(c->tls_ctx);
   if (c->tls == NULL || SSL_set_fd(c->tls, c->ctx->fd) != 1) return tls_reason(c, buf, size);
+  /* non-blocking from here: each SSL_ call waits in tls_wait, within the
+   * handshake's or the command's deadline */
+  flags = fcntl(c->ctx->fd, F_GETFL);
+  if (flags < 0 || fcntl(c->ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) return tls_reason(c, buf, size);
   if (!is_ip && SSL_set_tlsext_host_name(c->tls, host) != 1) return tls_reason(c, buf, size);
   if (verify) {
     X509_VERIFY_PARAM *param = SSL_get0_param(c->tls);
     if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) != 1)
       return tls_reason(c, buf, size);
   }
-  if (SSL_connect(c->tls) != 1) return tls_reason(c, buf, size);
-  return NULL;
+  for (;;) {
+    errno = 0;
+    ret = SSL_connect(c->tls);
+    if (ret == 1) return NULL;
+    if (!tls_wait(c, ret, deadline)) return tls_reason(c, buf, size);
+  }
 }
 
 static struct timeval to_timeval(double s) {
@@ -129,6 +173,7 @@ static int redis_connect(lua_State *L) {
   c->ctx = NULL;
   c->tls_ctx = NULL;
   c->tls = NULL;
+  c->timeout = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
   luaL_getmetatable(L, REDIS_MT);
   lua_setmetatable(L, -2);
   c->ctx = redisConnectWithTimeout(host, (int)port, tv);
@@ -153,6 +198,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
   int len = redisFormatCommandArgv(&cmd, n, argv, lens), off = 0, got;
   void *reply = NULL;
   char in[16384];
+  double deadline = now_s() + c->timeout;
   if (len < 0 || cmd == NULL) {
     snprintf(buf, size, "out of memory");
     return NULL;
@@ -161,6 +207,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
   while (off < len) {
     errno = 0;
     got = SSL_write(c->tls, cmd + off, len - off);
+    if (got <= 0 && tls_wait(c, got, deadline)) continue; /* the same bytes again */
     if (got <= 0) {
       redisFreeCommand(cmd);
       tls_reason(c, buf, size);
@@ -177,6 +224,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
     if (reply) return (redisReply *)reply;
     errno = 0;
     got = SSL_read(c->tls, in, (int)sizeof in);
+    if (got <= 0 && tls_wait(c, got, deadline)) continue;
     if (got <= 0) {
       tls_reason(c, buf, size);
       return NULL;
