@@ -120,4 +120,25 @@ describe("the Redis store over TLS, attacked", function()
       assert.are.equal("store_fallback", events[1] and events[1].event)
     end)
   end)
+
+  describe("unverified (insecure = true)", function()
+    it("says a timeout or a reset, never a certificate refused that was not checked", function()
+      if not has_socket then return pending("LuaSocket is not installed") end
+      -- quick for a second, then silent; the spec's CA is no system's
+      local port = relay(tls.port, 0, 1, 8)
+      local conn = assert(core.redis_connect("127.0.0.1", port, 0.3, { verify = false }))
+      core.sleep(1.2)
+      local res, err, how = conn:command("PING")
+      assert.is_nil(res)
+      assert.are.equal("io", how)
+      assert.are.equal("Resource temporarily unavailable", err)
+      -- a store's event says what the timeout was, connecting as in a command
+      local events = {}
+      local st = assert(redis_store.new({ redis = "rediss://127.0.0.1:" .. relay(0, 0, 0, 4), insecure = true,
+                                          timeout = 0.3, on_event = function(e) events[#events + 1] = e end }))
+      assert.is_true(st:set("k", "v"))
+      st:close()
+      assert.are.equal("no answer within 0.3 s (store.timeout)", events[1] and events[1].error)
+    end)
+  end)
 end)

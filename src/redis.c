@@ -48,7 +48,9 @@ static void conn_free(conn *c) {
 /* The reason for what just failed in libssl, into buf: the certificate's
  * verification first, else libssl's queue (emptied), else errno's. */
 static const char *tls_reason(conn *c, char *buf, size_t size) {
-  long v = c->tls ? SSL_get_verify_result(c->tls) : X509_V_OK;
+  /* unverified (insecure), the result names no failure: a reset or a
+   * timeout must not read as a certificate refused */
+  long v = c->tls && SSL_get_verify_mode(c->tls) != SSL_VERIFY_NONE ? SSL_get_verify_result(c->tls) : X509_V_OK;
   unsigned long e = ERR_get_error();
   if (v != X509_V_OK) {
     snprintf(buf, size, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(v));

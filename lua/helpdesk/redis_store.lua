@@ -173,18 +173,19 @@ function Plain:command(...)
     conn:close()
     conn, self.conn = nil, nil
   end
+  local res, err, how
   if not (conn and conn:is_open()) then
-    local err
     conn, err = self:connect()
-    if not conn then return nil, err, "io" end
+    if not conn then res, how = nil, "io" end
   end
-  local res, err, how = conn:command(...)
-  if res == nil and how ~= "redis" then
-    self.conn = nil
-    -- hiredis says EAGAIN's words when its timeout ran out
-    if err == "Resource temporarily unavailable" then
-      err = format("no answer within %g s (store.timeout)", self.cfg.timeout)
-    end
+  if conn then
+    res, err, how = conn:command(...)
+    if res == nil and how ~= "redis" then self.conn = nil end
+  end
+  -- hiredis (and the core's TLS) say EAGAIN's words when the timeout ran
+  -- out, connecting as in a command
+  if res == nil and how ~= "redis" and err == "Resource temporarily unavailable" then
+    err = format("no answer within %g s (store.timeout)", self.cfg.timeout)
   end
   return res, err, how
 end
