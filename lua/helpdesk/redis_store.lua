@@ -220,10 +220,14 @@ function Nginx:command(name, ...)
   if (red:get_reused_times() or 0) == 0 then
     if cfg.tls then
       -- resty.redis 0.27 (Debian's) has no TLS option: the cosocket under
-      -- it does. Checked against lua_ssl_trusted_certificate; nginx checks a
-      -- name, not an IP address
+      -- it does. Checked against lua_ssl_trusted_certificate, and the host
+      -- always given: without a server name nginx checks none, and any
+      -- certificate of a trusted CA (any public one's, with the system's)
+      -- would pass for an IP address. nginx checks an IP address as a name
+      -- (X509_check_host): the certificate must hold it as its CN or a DNS
+      -- name, not only as an IP address
       local sock = rawget(red, "_sock")
-      local server_name = not cfg.host:match("^[%d%.]+$") and cfg.host or nil
+      local server_name = cfg.host
       -- a session asked for (nil, not false): resty.core reads the
       -- verification's result only then; it raises (an assertion) on some
       -- failed ones, whose reason nginx writes to its error log
