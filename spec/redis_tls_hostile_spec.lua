@@ -141,4 +141,46 @@ describe("the Redis store over TLS, attacked", function()
       assert.are.equal("no answer within 0.3 s (store.timeout)", events[1] and events[1].error)
     end)
   end)
+
+  describe("a server that closed the connection (a restart, CLIENT KILL, its idle timeout)", function()
+    -- a command of several writes: the first goes out, the peer answers it
+    -- with a reset, the next raises SIGPIPE, which ends the process. In a
+    -- process of its own: LuaSocket (loaded here) ignores SIGPIPE for good.
+    local LUA = rawget(_G, "jit") and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+    local CHILD = [[
+      package.path, package.cpath = %q, %q
+      local core = require "helpdesk.core"
+      local tls = %s
+      local conn = assert(core.redis_connect("127.0.0.1", %d, 2, tls))
+      local admin = assert(core.redis_connect("127.0.0.1", %d, 2, tls))
+      if tls then
+        assert(conn:command("AUTH", "tls-hostile-pass"))
+        assert(admin:command("AUTH", "tls-hostile-pass"))
+      end
+      assert(admin:command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") == 1)
+      admin:close()
+      core.sleep(0.2)
+      local res, err, how = conn:command("SET", "big", string.rep("x", %d))
+      print(tostring(res) .. " " .. type(err) .. " " .. tostring(how) .. " " .. tostring(conn:is_open()))
+    ]]
+
+    it("is an I/O error, over TLS and plain, never SIGPIPE", function()
+      local plain = redis_server.start()
+      finally(function() redis_server.finish(plain) end)
+      for _, case in ipairs({ { port = tls.port, tls = string.format("{ ca_file = %q }", tls.ca_file), size = 200000 },
+                              { port = plain.port, tls = "nil", size = 20000000 } }) do
+        local script = os.tmpname()
+        local f = assert(io.open(script, "w"))
+        f:write(string.format(CHILD, package.path, package.cpath, case.tls, case.port, case.port, case.size))
+        f:close()
+        -- SIGPIPE as a program starts with it (LuaSocket left it ignored, which
+        -- a child inherits)
+        local p = assert(io.popen("env --default-signal=PIPE " .. LUA .. " " .. script .. " 2>&1"))
+        local out = p:read("*a")
+        p:close()
+        os.remove(script)
+        assert.are.equal("nil string io false\n", out)
+      end
+    end)
+  end)
 end)

@@ -9,6 +9,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -148,6 +150,39 @@ static struct timeval to_timeval(double s) {
   return tv;
 }
 
+/* SIGPIPE held back while a connection writes: a write to a peer that
+ * closed (a Redis restarted, CLIENT KILL, its idle timeout) would end the
+ * process, where it must be an I/O error. hiredis and libssl write with
+ * write(), which has no MSG_NOSIGNAL. One raised meanwhile by our write is
+ * taken off this thread before the mask is put back; one pending before
+ * stays pending. */
+typedef struct {
+  sigset_t old;
+  int pending;
+} sigpipe_hold;
+
+static void sigpipe_block(sigpipe_hold *h) {
+  sigset_t pipe, now;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, &h->old);
+  h->pending = sigpending(&now) == 0 && sigismember(&now, SIGPIPE);
+}
+
+static void sigpipe_restore(sigpipe_hold *h) {
+  sigset_t pipe, now;
+  struct timespec zero = {0, 0};
+  int e = errno;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  if (!h->pending && sigpending(&now) == 0 && sigismember(&now, SIGPIPE)) {
+    while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &h->old, NULL);
+  errno = e;
+}
+
 /* core.redis_connect(host, port, timeout [, tls]) -> connection
  * -> nil, reason: the connection could not be made in timeout seconds
  * (which bounds every read and write after it too).
@@ -182,8 +217,12 @@ static int redis_connect(lua_State *L) {
   if (c->ctx == NULL) why = "out of memory";
   else if (c->ctx->err || redisSetTimeout(c->ctx, tv) != REDIS_OK)
     why = c->ctx->errstr[0] ? strcpy(buf, c->ctx->errstr) : "connection failed"; /* errstr: 128 bytes */
-  else if (tls)
+  else if (tls) {
+    sigpipe_hold h;
+    sigpipe_block(&h);
     why = tls_start(c, host, verify, ca_file, buf, sizeof buf);
+    sigpipe_restore(&h);
+  }
   if (why) {
     conn_free(c); /* before pushing, which may raise */
     lua_pushnil(L);
@@ -289,15 +328,18 @@ static int redis_command(lua_State *L) {
   size_t lens[MAX_ARGS];
   redisReply *r;
   char buf[512];
+  sigpipe_hold h;
   if (c->ctx == NULL) return luaL_argerror(L, 1, "connection is closed");
   luaL_argcheck(L, n >= 1 && n <= MAX_ARGS, n < 1 ? 2 : MAX_ARGS + 2, "1 to 64 arguments");
   for (i = 0; i < n; i++) argv[i] = luaL_checklstring(L, i + 2, &lens[i]);
+  sigpipe_block(&h);
   if (c->tls) {
     r = tls_command(c, n, argv, lens, buf, sizeof buf);
   } else {
     r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
     if (r == NULL) snprintf(buf, sizeof buf, "%s", c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
   }
+  sigpipe_restore(&h);
   if (r == NULL) {
     /* freed before pushing, which may raise (out of memory) */
     conn_free(c);
