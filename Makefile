@@ -31,7 +31,7 @@ DEBS = make gcc pkg-config curl openssl libcurl4-openssl-dev libssl-dev \
        luajit2 libluajit2-5.1-dev \
        lua-cjson lua-busted luarocks lua-check nginx libnginx-mod-http-lua valgrind \
        clang libclang-rt-14-dev lua-ldoc lua-markdown \
-       redis-server libhiredis-dev lua-nginx-redis
+       redis-server libhiredis-dev lua-nginx-redis lua-socket
 
 export LUA_PATH := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/spec/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/lua/$(LUA_VERSION)/?.so;;

@@ -398,7 +398,11 @@ describe("OpenResty #openresty", function()
     local redis_server = require "redis_server"
     local redis, tls_dir
 
-    setup(function() redis = redis_server.start({ tls = true, password = "tls-nginx-pass" }) end)
+    -- nginx checks the URL's IP address as a name (CN or DNS name)
+    setup(function()
+      redis = redis_server.start({ tls = true, password = "tls-nginx-pass",
+                                   tls_names = "IP:127.0.0.1,DNS:localhost,DNS:127.0.0.1" })
+    end)
     teardown(function() redis_server.finish(redis) end)
     after_each(function()
       if tls_dir then stop(tls_dir) end
@@ -406,14 +410,15 @@ describe("OpenResty #openresty", function()
     end)
 
     -- The example with lua_ssl_trusted_certificate (trusted, or not: the
-    -- system's CAs) on a Redis over TLS; sends n messages through it.
-    local function host_sending(n, trusted)
+    -- system's CAs) on a Redis over TLS (redis, or another); sends n
+    -- messages through it.
+    local function host_sending(n, trusted, other)
       local conf = tmpdir() .. "/nginx.conf"
       sh(string.format("sed 's|^http {|http {\\n  lua_ssl_trusted_certificate %s;|' %s > %s",
                        trusted and redis.ca_file or "/etc/ssl/certs/ca-certificates.crt",
                        ROOT .. "/examples/openresty/nginx.conf", conf))
       local host_url
-      host_url, tls_dir = start(conf, "FEISHU_REDIS_URL=" .. redis.url .. "/5")
+      host_url, tls_dir = start(conf, "FEISHU_REDIS_URL=" .. (other or redis).url .. "/5")
       send_through(host_url, n, "tls")
       os.remove(conf)
       return sh("cat " .. tls_dir .. "/logs/error.log")
@@ -437,6 +442,22 @@ describe("OpenResty #openresty", function()
       assert.is_nil(log:find("tls-nginx-pass", 1, true))
       assert.are.equal("6", seq())
       assert.are.equal(1, fake.state().token_count)
+    end)
+
+    it("goes on with its shared dict when the certificate, of a CA it trusts, names another host", function()
+      -- the URL's host is an IP address, which the certificate does not
+      -- hold; nor as an IP address only, which nginx does not read
+      for _, names in ipairs({ "DNS:redis.example", "IP:127.0.0.1" }) do
+        local other = redis_server.start({ tls = true, password = "tls-nginx-pass", ca_dir = redis.dir,
+                                           tls_names = names })
+        local log = host_sending(3, true, other)
+        stop(tls_dir)
+        tls_dir = nil
+        redis_server.finish(other)
+        assert.matches("helpdesk: store_fallback: redis failed %(TLS: ", log)
+        assert.matches('certificate does not match host "127.0.0.1"', log, 1, true)
+        assert.is_nil(log:find("tls-nginx-pass", 1, true))
+      end
     end)
 
     it("goes on with its shared dict when no CA it trusts signed the certificate, saying why", function()

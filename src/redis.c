@@ -7,9 +7,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -29,6 +34,7 @@ typedef struct {
   redisContext *ctx; /* NULL once closed, or after an I/O error */
   SSL_CTX *tls_ctx;  /* with TLS: its context and session, else NULL */
   SSL *tls;
+  double timeout;    /* with TLS: seconds for a whole handshake or command */
 } conn;
 
 /* Frees what c holds; it is closed after (any number of times). */
@@ -44,7 +50,9 @@ static void conn_free(conn *c) {
 /* The reason for what just failed in libssl, into buf: the certificate's
  * verification first, else libssl's queue (emptied), else errno's. */
 static const char *tls_reason(conn *c, char *buf, size_t size) {
-  long v = c->tls ? SSL_get_verify_result(c->tls) : X509_V_OK;
+  /* unverified (insecure), the result names no failure: a reset or a
+   * timeout must not read as a certificate refused */
+  long v = c->tls && SSL_get_verify_mode(c->tls) != SSL_VERIFY_NONE ? SSL_get_verify_result(c->tls) : X509_V_OK;
   unsigned long e = ERR_get_error();
   if (v != X509_V_OK) {
     snprintf(buf, size, "TLS: certificate verify failed: %s", X509_verify_cert_error_string(v));
@@ -61,12 +69,44 @@ static const char *tls_reason(conn *c, char *buf, size_t size) {
   return buf;
 }
 
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* After ret from an SSL_ call on c's (non-blocking) socket: waits until
+ * the socket is ready for what libssl wants, until deadline. Returns 1 to
+ * call again; 0 when it failed (errno EAGAIN when the time ran out). The
+ * socket's own timeout bounds each read, not a peer that sends a byte at a
+ * time: the deadline bounds the whole. */
+static int tls_wait(conn *c, int ret, double deadline) {
+  struct pollfd p;
+  int why = SSL_get_error(c->tls, ret), n;
+  double left;
+  if (why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE) return 0;
+  p.fd = c->ctx->fd;
+  p.events = why == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+  for (;;) {
+    left = deadline - now_s();
+    if (left <= 0) break;
+    p.revents = 0;
+    n = poll(&p, 1, (int)(left * 1000) + 1);
+    if (n > 0) return 1;
+    if (n < 0 && errno != EINTR) return 0;
+  }
+  ERR_clear_error();
+  errno = EAGAIN;
+  return 0;
+}
+
 /* Starts TLS on c's connected socket: the server's certificate checked
  * against ca_file (NULL: the system's) and host, unless verify is 0.
  * Returns NULL, or the reason (in buf). */
 static const char *tls_start(conn *c, const char *host, int verify, const char *ca_file, char *buf, size_t size) {
   unsigned char ip[16];
-  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1, flags, ret;
+  double deadline = now_s() + c->timeout;
   ERR_clear_error();
   errno = 0;
   c->tls_ctx = SSL_CTX_new(TLS_client_method());
@@ -83,14 +123,22 @@ static const char *tls_start(conn *c, const char *host, int verify, const char *
   }
   c->tls = SSL_new(c->tls_ctx);
   if (c->tls == NULL || SSL_set_fd(c->tls, c->ctx->fd) != 1) return tls_reason(c, buf, size);
+  /* non-blocking from here: each SSL_ call waits in tls_wait, within the
+   * handshake's or the command's deadline */
+  flags = fcntl(c->ctx->fd, F_GETFL);
+  if (flags < 0 || fcntl(c->ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) return tls_reason(c, buf, size);
   if (!is_ip && SSL_set_tlsext_host_name(c->tls, host) != 1) return tls_reason(c, buf, size);
   if (verify) {
     X509_VERIFY_PARAM *param = SSL_get0_param(c->tls);
     if ((is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host) : X509_VERIFY_PARAM_set1_host(param, host, 0)) != 1)
       return tls_reason(c, buf, size);
   }
-  if (SSL_connect(c->tls) != 1) return tls_reason(c, buf, size);
-  return NULL;
+  for (;;) {
+    errno = 0;
+    ret = SSL_connect(c->tls);
+    if (ret == 1) return NULL;
+    if (!tls_wait(c, ret, deadline)) return tls_reason(c, buf, size);
+  }
 }
 
 static struct timeval to_timeval(double s) {
@@ -100,6 +148,39 @@ static struct timeval to_timeval(double s) {
   tv.tv_sec = (time_t)s;
   tv.tv_usec = (suseconds_t)((s - (double)tv.tv_sec) * 1e6);
   return tv;
+}
+
+/* SIGPIPE held back while a connection writes: a write to a peer that
+ * closed (a Redis restarted, CLIENT KILL, its idle timeout) would end the
+ * process, where it must be an I/O error. hiredis and libssl write with
+ * write(), which has no MSG_NOSIGNAL. One raised meanwhile by our write is
+ * taken off this thread before the mask is put back; one pending before
+ * stays pending. */
+typedef struct {
+  sigset_t old;
+  int pending;
+} sigpipe_hold;
+
+static void sigpipe_block(sigpipe_hold *h) {
+  sigset_t pipe, now;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, &h->old);
+  h->pending = sigpending(&now) == 0 && sigismember(&now, SIGPIPE);
+}
+
+static void sigpipe_restore(sigpipe_hold *h) {
+  sigset_t pipe, now;
+  struct timespec zero = {0, 0};
+  int e = errno;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  if (!h->pending && sigpending(&now) == 0 && sigismember(&now, SIGPIPE)) {
+    while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR) {
+    }
+  }
+  pthread_sigmask(SIG_SETMASK, &h->old, NULL);
+  errno = e;
 }
 
 /* core.redis_connect(host, port, timeout [, tls]) -> connection
@@ -129,14 +210,19 @@ static int redis_connect(lua_State *L) {
   c->ctx = NULL;
   c->tls_ctx = NULL;
   c->tls = NULL;
+  c->timeout = (double)tv.tv_sec + (double)tv.tv_usec / 1e6;
   luaL_getmetatable(L, REDIS_MT);
   lua_setmetatable(L, -2);
   c->ctx = redisConnectWithTimeout(host, (int)port, tv);
   if (c->ctx == NULL) why = "out of memory";
   else if (c->ctx->err || redisSetTimeout(c->ctx, tv) != REDIS_OK)
     why = c->ctx->errstr[0] ? strcpy(buf, c->ctx->errstr) : "connection failed"; /* errstr: 128 bytes */
-  else if (tls)
+  else if (tls) {
+    sigpipe_hold h;
+    sigpipe_block(&h);
     why = tls_start(c, host, verify, ca_file, buf, sizeof buf);
+    sigpipe_restore(&h);
+  }
   if (why) {
     conn_free(c); /* before pushing, which may raise */
     lua_pushnil(L);
@@ -153,6 +239,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
   int len = redisFormatCommandArgv(&cmd, n, argv, lens), off = 0, got;
   void *reply = NULL;
   char in[16384];
+  double deadline = now_s() + c->timeout;
   if (len < 0 || cmd == NULL) {
     snprintf(buf, size, "out of memory");
     return NULL;
@@ -161,6 +248,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
   while (off < len) {
     errno = 0;
     got = SSL_write(c->tls, cmd + off, len - off);
+    if (got <= 0 && tls_wait(c, got, deadline)) continue; /* the same bytes again */
     if (got <= 0) {
       redisFreeCommand(cmd);
       tls_reason(c, buf, size);
@@ -177,6 +265,7 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
     if (reply) return (redisReply *)reply;
     errno = 0;
     got = SSL_read(c->tls, in, (int)sizeof in);
+    if (got <= 0 && tls_wait(c, got, deadline)) continue;
     if (got <= 0) {
       tls_reason(c, buf, size);
       return NULL;
@@ -239,15 +328,18 @@ static int redis_command(lua_State *L) {
   size_t lens[MAX_ARGS];
   redisReply *r;
   char buf[512];
+  sigpipe_hold h;
   if (c->ctx == NULL) return luaL_argerror(L, 1, "connection is closed");
   luaL_argcheck(L, n >= 1 && n <= MAX_ARGS, n < 1 ? 2 : MAX_ARGS + 2, "1 to 64 arguments");
   for (i = 0; i < n; i++) argv[i] = luaL_checklstring(L, i + 2, &lens[i]);
+  sigpipe_block(&h);
   if (c->tls) {
     r = tls_command(c, n, argv, lens, buf, sizeof buf);
   } else {
     r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
     if (r == NULL) snprintf(buf, sizeof buf, "%s", c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
   }
+  sigpipe_restore(&h);
   if (r == NULL) {
     /* freed before pushing, which may raise (out of memory) */
     conn_free(c);

@@ -173,18 +173,19 @@ function Plain:command(...)
     conn:close()
     conn, self.conn = nil, nil
   end
+  local res, err, how
   if not (conn and conn:is_open()) then
-    local err
     conn, err = self:connect()
-    if not conn then return nil, err, "io" end
+    if not conn then res, how = nil, "io" end
   end
-  local res, err, how = conn:command(...)
-  if res == nil and how ~= "redis" then
-    self.conn = nil
-    -- hiredis says EAGAIN's words when its timeout ran out
-    if err == "Resource temporarily unavailable" then
-      err = format("no answer within %g s (store.timeout)", self.cfg.timeout)
-    end
+  if conn then
+    res, err, how = conn:command(...)
+    if res == nil and how ~= "redis" then self.conn = nil end
+  end
+  -- hiredis (and the core's TLS) say EAGAIN's words when the timeout ran
+  -- out, connecting as in a command
+  if res == nil and how ~= "redis" and err == "Resource temporarily unavailable" then
+    err = format("no answer within %g s (store.timeout)", self.cfg.timeout)
   end
   return res, err, how
 end
@@ -219,10 +220,14 @@ function Nginx:command(name, ...)
   if (red:get_reused_times() or 0) == 0 then
     if cfg.tls then
       -- resty.redis 0.27 (Debian's) has no TLS option: the cosocket under
-      -- it does. Checked against lua_ssl_trusted_certificate; nginx checks a
-      -- name, not an IP address
+      -- it does. Checked against lua_ssl_trusted_certificate, and the host
+      -- always given: without a server name nginx checks none, and any
+      -- certificate of a trusted CA (any public one's, with the system's)
+      -- would pass for an IP address. nginx checks an IP address as a name
+      -- (X509_check_host): the certificate must hold it as its CN or a DNS
+      -- name, not only as an IP address
       local sock = rawget(red, "_sock")
-      local server_name = not cfg.host:match("^[%d%.]+$") and cfg.host or nil
+      local server_name = cfg.host
       -- a session asked for (nil, not false): resty.core reads the
       -- verification's result only then; it raises (an assertion) on some
       -- failed ones, whose reason nginx writes to its error log
