@@ -10,31 +10,12 @@ local redis_store = require "helpdesk.redis_store"
 local TEXT = { msg_type = "text", content = { text = "hostile" } }
 
 describe("the Redis store, attacked", function()
+  local env = redis_server.for_spec("hostile", setup, teardown)
+  local prefix, new_store = env.prefix, env.new_store
   local server, admin
-  local n_prefix = 0
-
-  local function prefix()
-    n_prefix = n_prefix + 1
-    return "hostile" .. n_prefix .. ":"
-  end
-
-  setup(function()
-    server = redis_server.start()
-    admin = assert(core.redis_connect("127.0.0.1", server.port, 1))
-  end)
-
-  teardown(function()
-    if admin then admin:close() end
-    redis_server.finish(server)
-  end)
+  setup(function() server, admin = env.server, env.admin end)
 
   before_each(function() fake.reset() end)
-
-  local function new_store(overrides)
-    local o = { redis = server.url, prefix = prefix() }
-    for k, v in pairs(overrides or {}) do o[k] = v end
-    return assert(redis_store.new(o))
-  end
 
   local clock = { now = core.monotime, sleep = core.sleep }
 

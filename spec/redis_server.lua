@@ -137,6 +137,34 @@ function M.stop(s)
   os.remove(s.dir .. "/redis.pid")
 end
 
+-- For a describe block: a server started in its setup (registered first,
+-- so the block's own setups see it) and finished in its teardown, a
+-- connection of the spec's own to look into it (admin), and stores under
+-- prefixes of their own (name1:, name2:, …). Returns that, filled in at setup.
+-- busted's setup and teardown are the spec file's, not globals: passed in.
+function M.for_spec(name, setup, teardown)
+  local env, n = {}, 0
+  setup(function()
+    env.server = M.start()
+    env.admin = assert(core.redis_connect("127.0.0.1", env.server.port, 1))
+  end)
+  teardown(function()
+    if env.admin then env.admin:close() end
+    M.finish(env.server)
+  end)
+  function env.prefix()
+    n = n + 1
+    return name .. n .. ":"
+  end
+  -- a store on the server under a prefix of its own, with overrides
+  function env.new_store(overrides)
+    local o = { redis = env.server.url, prefix = env.prefix() }
+    for k, v in pairs(overrides or {}) do o[k] = v end
+    return assert(require("helpdesk.redis_store").new(o))
+  end
+  return env
+end
+
 -- Stops the server and removes its directory.
 function M.finish(s)
   s = s or M.current
@@ -149,5 +177,7 @@ function M.finish(s)
   os.remove(s.dir)
   if M.current == s then M.current = nil end
 end
+
+M.random_port, M.slurp = random_port, slurp
 
 return M

@@ -10,29 +10,15 @@ local PATH = "/open-apis/helpdesk/v1/tickets/" .. fake.TICKET .. "/messages"
 local TEXT = { msg_type = "text", content = { text = "shared" } }
 
 describe("the Redis store", function()
-  local server
-  -- a connection of the spec's own, to look into Redis
-  local admin
-  local n_prefix = 0
-
-  local function prefix()
-    n_prefix = n_prefix + 1
-    return "spec" .. n_prefix .. ":"
-  end
+  local env = redis_server.for_spec("spec", setup, teardown)
+  local new_store = env.new_store
+  -- the server, and a connection of the spec's own to look into Redis
+  local server, admin
+  setup(function() server, admin = env.server, env.admin end)
 
   local function command(...)
     return admin:command(...)
   end
-
-  setup(function()
-    server = redis_server.start()
-    admin = assert(core.redis_connect("127.0.0.1", server.port, 1))
-  end)
-
-  teardown(function()
-    if admin then admin:close() end
-    redis_server.finish(server)
-  end)
 
   before_each(function() fake.reset() end)
 
@@ -52,11 +38,6 @@ describe("the Redis store", function()
     return said, events
   end
 
-  local function new_store(overrides)
-    local o = { redis = server.url, prefix = prefix() }
-    for k, v in pairs(overrides or {}) do o[k] = v end
-    return assert(redis_store.new(o))
-  end
 
   describe("its connection (helpdesk.core)", function()
     it("answers replies as Lua values, and says which failures leave it usable", function()

@@ -10,20 +10,7 @@ local redis_store = require "helpdesk.redis_store"
 local has_socket = pcall(require, "socket")
 local RELAY = (debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "spec") .. "/tls_relay.lua"
 
-local function random_port()
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local a, b = f:read(2):byte(1, 2)
-  f:close()
-  return 30000 + (a * 256 + b) % 30000
-end
-
-local function slurp(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local random_port, slurp = redis_server.random_port, redis_server.slurp
 
 -- A relay to upstream's port (0: none) answering one byte every delay s
 -- after the first free s of a connection, for life s; its port.
