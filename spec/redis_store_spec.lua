@@ -177,8 +177,10 @@ describe("the Redis store", function()
       assert.matches("rediss://", tostring(err))
       _, err = helpdesk.new(fake.options({ store = { redis = "redis://h:1", ca_file = "/etc/hosts" } }))
       assert.are.equal("store.ca_file", err.field)
-      _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1", ca_file = "/no/such/file.pem" } }))
-      assert.are.equal("store.ca_file", err.field)
+      for _, bad in ipairs({ "/no/such/file.pem", "/etc", "/dev/null" }) do
+        _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1", ca_file = bad } }))
+        assert.are.equal("store.ca_file", err.field, bad)
+      end
       _, err = helpdesk.new(fake.options({ store = { redis = "rediss://h:1", insecure = "yes" } }))
       assert.are.equal("store.insecure", err.field)
       _, err = helpdesk.new(fake.options({ store = { redis = server.url, timeout = 0 } }))

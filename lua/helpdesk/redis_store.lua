@@ -323,9 +323,11 @@ function M.new(opts)
     if type(opts.ca_file) ~= "string" or opts.ca_file == "" or opts.ca_file:find("%z") then
       return nil, errors.invalid("store.ca_file", "must be the path of a file of PEM certificates")
     end
+    -- a directory opens, and reads nothing, as an empty file does
     local f = io.open(opts.ca_file, "rb")
-    if not f then return nil, errors.invalid("store.ca_file", "cannot be read") end
-    f:close()
+    local first = f and f:read(1)
+    if f then f:close() end
+    if not first then return nil, errors.invalid("store.ca_file", "cannot be read, or is empty") end
     cfg.ca_file = opts.ca_file
   end
   if opts.insecure ~= nil and type(opts.insecure) ~= "boolean" then
