@@ -308,7 +308,9 @@ describe("the Redis store, attacked", function()
       assert.is_nil(got)
       assert.matches("timed out waiting", err.msg)
       assert.are.equal(0, fetches)
-      assert.is_true(took < 1.6, took .. " s")
+      -- the timeout and a last turn's round trips, on a loaded machine
+      -- (ASan beside valgrind); counting the pauses alone it took 8 s
+      assert.is_true(took < 3, took .. " s")
     end)
   end)
 
