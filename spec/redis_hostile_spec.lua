@@ -105,11 +105,15 @@ describe("the Redis store, attacked", function()
 
     it("pauses 0.5 s again after Redis answered well for as long as its last pause", function()
       local other = redis_server.start()
-      finally(function() redis_server.finish(other) end)
       local t = 0
       local st = assert(redis_store.new({ redis = other.url, now = function() return t end }))
       local c = assert(core.redis_connect("127.0.0.1", other.port, 1))
-      finally(function() c:close() end)
+      -- one finally: busted keeps the last one given
+      finally(function()
+        c:close()
+        st:close()
+        redis_server.finish(other)
+      end)
       local function refuse(on)
         assert(c:command("CONFIG", "SET", "maxmemory", on and "1" or "0"))
       end
