@@ -68,7 +68,6 @@ local function emit(c, event)
   if log then pcall(log, event) end
 end
 
--- The "response" event of an exchange that took seconds.
 -- Inside nginx a client with no logger still tells of Redis failing and
 -- coming back, in the error log: a team must hear that its hosts no longer
 -- share one budget. The event's error is redacted already.
@@ -82,6 +81,7 @@ local function nginx_store_log(e)
   end
 end
 
+-- The "response" event of an exchange that took seconds.
 local function response_event(c, method, url, obj, err, seconds)
   local e = { event = "response", method = method, url = url, duration = seconds }
   if obj then
