@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 #include <lauxlib.h>
@@ -100,12 +101,19 @@ static int tls_wait(conn *c, int ret, double deadline) {
   return 0;
 }
 
+/* Makes fd non-blocking: every read and write then waits in poll, within
+ * one deadline for a whole handshake or command. Returns 0 on failure. */
+static int set_nonblocking(int fd) {
+  int flags = fcntl(fd, F_GETFL);
+  return flags >= 0 && fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
+}
+
 /* Starts TLS on c's connected socket: the server's certificate checked
  * against ca_file (NULL: the system's) and host, unless verify is 0.
  * Returns NULL, or the reason (in buf). */
 static const char *tls_start(conn *c, const char *host, int verify, const char *ca_file, char *buf, size_t size) {
   unsigned char ip[16];
-  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1, flags, ret;
+  int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1, ret;
   double deadline = now_s() + c->timeout;
   ERR_clear_error();
   errno = 0;
@@ -125,8 +133,7 @@ static const char *tls_start(conn *c, const char *host, int verify, const char *
   if (c->tls == NULL || SSL_set_fd(c->tls, c->ctx->fd) != 1) return tls_reason(c, buf, size);
   /* non-blocking from here: each SSL_ call waits in tls_wait, within the
    * handshake's or the command's deadline */
-  flags = fcntl(c->ctx->fd, F_GETFL);
-  if (flags < 0 || fcntl(c->ctx->fd, F_SETFL, flags | O_NONBLOCK) < 0) return tls_reason(c, buf, size);
+  if (!set_nonblocking(c->ctx->fd)) return tls_reason(c, buf, size);
   if (!is_ip && SSL_set_tlsext_host_name(c->tls, host) != 1) return tls_reason(c, buf, size);
   if (verify) {
     X509_VERIFY_PARAM *param = SSL_get0_param(c->tls);
@@ -222,6 +229,8 @@ static int redis_connect(lua_State *L) {
     sigpipe_block(&h);
     why = tls_start(c, host, verify, ca_file, buf, sizeof buf);
     sigpipe_restore(&h);
+  } else if (!set_nonblocking(c->ctx->fd)) {
+    why = strcpy(buf, strerror(errno));
   }
   if (why) {
     conn_free(c); /* before pushing, which may raise */
@@ -232,11 +241,65 @@ static int redis_connect(lua_State *L) {
   return 1;
 }
 
-/* Sends the command and reads its reply over TLS, with hiredis's framing.
- * Returns the reply, or NULL with the reason in buf. */
-static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *lens, char *buf, size_t size) {
+/* The most a reply may hold: a server (or a man in the middle) must not
+ * make the core buffer without end. The store's replies are a few bytes. */
+#define MAX_REPLY (16u << 20)
+
+/* Waits until c's plain socket is ready for writing (or reading), until
+ * deadline: 1 to try again; 0 when the time ran out (errno EAGAIN) or poll
+ * failed. */
+static int plain_wait(conn *c, int writing, double deadline) {
+  struct pollfd p;
+  double left;
+  int n;
+  p.fd = c->ctx->fd;
+  p.events = writing ? POLLOUT : POLLIN;
+  for (;;) {
+    left = deadline - now_s();
+    if (left <= 0) break;
+    p.revents = 0;
+    n = poll(&p, 1, (int)(left * 1000) + 1);
+    if (n > 0) return 1;
+    if (n < 0 && errno != EINTR) return 0;
+  }
+  errno = EAGAIN;
+  return 0;
+}
+
+/* One write (or read) of up to n bytes on c's non-blocking socket, TLS or
+ * plain, waiting within deadline: the bytes done, or 0 with the reason in
+ * buf (a timeout says "Resource temporarily unavailable", as hiredis does). */
+static int conn_io(conn *c, int writing, char *p, int n, double deadline, char *buf, size_t size) {
+  for (;;) {
+    int got;
+    errno = 0;
+    if (c->tls) {
+      got = writing ? SSL_write(c->tls, p, n) : SSL_read(c->tls, p, n);
+      if (got > 0) return got;
+      if (tls_wait(c, got, deadline)) continue; /* the same bytes again */
+      tls_reason(c, buf, size);
+      return 0;
+    }
+    got = writing ? (int)write(c->ctx->fd, p, (size_t)n) : (int)read(c->ctx->fd, p, (size_t)n);
+    if (got > 0) return got;
+    if (got == 0) {
+      snprintf(buf, size, "Server closed the connection");
+      return 0;
+    }
+    if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && plain_wait(c, writing, deadline)) continue;
+    snprintf(buf, size, "%s", strerror(errno));
+    return 0;
+  }
+}
+
+/* Sends the command and reads its reply, with hiredis's framing, the whole
+ * within the connection's timeout: a server that trickles its answer, a
+ * byte at a time, cannot stretch it. Returns the reply, or NULL with the
+ * reason in buf. */
+static redisReply *run_command(conn *c, int n, const char **argv, const size_t *lens, char *buf, size_t size) {
   char *cmd = NULL;
   int len = redisFormatCommandArgv(&cmd, n, argv, lens), off = 0, got;
+  size_t fed = 0;
   void *reply = NULL;
   char in[16384];
   double deadline = now_s() + c->timeout;
@@ -246,12 +309,9 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
   }
   ERR_clear_error();
   while (off < len) {
-    errno = 0;
-    got = SSL_write(c->tls, cmd + off, len - off);
-    if (got <= 0 && tls_wait(c, got, deadline)) continue; /* the same bytes again */
-    if (got <= 0) {
+    got = conn_io(c, 1, cmd + off, len - off, deadline, buf, size);
+    if (got == 0) {
       redisFreeCommand(cmd);
-      tls_reason(c, buf, size);
       return NULL;
     }
     off += got;
@@ -263,13 +323,13 @@ static redisReply *tls_command(conn *c, int n, const char **argv, const size_t *
       return NULL;
     }
     if (reply) return (redisReply *)reply;
-    errno = 0;
-    got = SSL_read(c->tls, in, (int)sizeof in);
-    if (got <= 0 && tls_wait(c, got, deadline)) continue;
-    if (got <= 0) {
-      tls_reason(c, buf, size);
+    if (fed > MAX_REPLY) {
+      snprintf(buf, size, "a reply of more than %u MiB", MAX_REPLY >> 20);
       return NULL;
     }
+    got = conn_io(c, 0, in, (int)sizeof in, deadline, buf, size);
+    if (got == 0) return NULL;
+    fed += (size_t)got;
     if (redisReaderFeed(c->ctx->reader, in, (size_t)got) != REDIS_OK) {
       snprintf(buf, size, "protocol error");
       return NULL;
@@ -333,12 +393,7 @@ static int redis_command(lua_State *L) {
   luaL_argcheck(L, n >= 1 && n <= MAX_ARGS, n < 1 ? 2 : MAX_ARGS + 2, "1 to 64 arguments");
   for (i = 0; i < n; i++) argv[i] = luaL_checklstring(L, i + 2, &lens[i]);
   sigpipe_block(&h);
-  if (c->tls) {
-    r = tls_command(c, n, argv, lens, buf, sizeof buf);
-  } else {
-    r = (redisReply *)redisCommandArgv(c->ctx, n, argv, lens);
-    if (r == NULL) snprintf(buf, sizeof buf, "%s", c->ctx->errstr[0] ? c->ctx->errstr : "connection failed");
-  }
+  r = run_command(c, n, argv, lens, buf, sizeof buf);
   sigpipe_restore(&h);
   if (r == NULL) {
     /* freed before pushing, which may raise (out of memory) */
