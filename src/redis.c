@@ -1,7 +1,8 @@
-/* helpdesk.core's Redis primitive: one blocking connection over hiredis,
- * commands in, replies out as Lua values; over TLS (rediss://) too, where
- * hiredis 0.14 (Debian 12's) has none of its own: hiredis connects and
- * frames, libssl carries the bytes. What the commands mean (the store, its
+/* helpdesk.core's Redis primitive: one blocking connection, commands in,
+ * replies out as Lua values, plain or over TLS (rediss://), which hiredis
+ * 0.14 (Debian 12's) has none of. hiredis connects and frames; the core
+ * reads and writes (libssl over TLS) on a non-blocking socket, so that one
+ * deadline bounds a whole command. What the commands mean (the store, its
  * scripts, reconnecting) is lua/helpdesk/redis_store.lua's. */
 #define _POSIX_C_SOURCE 200809L
 
