@@ -77,18 +77,14 @@ static double now_s(void) {
   return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* After ret from an SSL_ call on c's (non-blocking) socket: waits until
- * the socket is ready for what libssl wants, until deadline. Returns 1 to
- * call again; 0 when it failed (errno EAGAIN when the time ran out). The
- * socket's own timeout bounds each read, not a peer that sends a byte at a
- * time: the deadline bounds the whole. */
-static int tls_wait(conn *c, int ret, double deadline) {
+/* Waits until fd is ready for writing (or reading), until deadline: 1 to
+ * try again; 0 when the time ran out (errno EAGAIN) or poll failed. */
+static int fd_wait(int fd, int writing, double deadline) {
   struct pollfd p;
-  int why = SSL_get_error(c->tls, ret), n;
   double left;
-  if (why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE) return 0;
-  p.fd = c->ctx->fd;
-  p.events = why == SSL_ERROR_WANT_READ ? POLLIN : POLLOUT;
+  int n;
+  p.fd = fd;
+  p.events = writing ? POLLOUT : POLLIN;
   for (;;) {
     left = deadline - now_s();
     if (left <= 0) break;
@@ -97,8 +93,22 @@ static int tls_wait(conn *c, int ret, double deadline) {
     if (n > 0) return 1;
     if (n < 0 && errno != EINTR) return 0;
   }
-  ERR_clear_error();
   errno = EAGAIN;
+  return 0;
+}
+
+/* After ret from an SSL_ call on c's (non-blocking) socket: waits until
+ * the socket is ready for what libssl wants, until deadline. Returns 1 to
+ * call again; 0 when it failed (errno EAGAIN when the time ran out). The
+ * socket's own timeout bounds each read, not a peer that sends a byte at a
+ * time: the deadline bounds the whole. */
+static int tls_wait(conn *c, int ret, double deadline) {
+  int why = SSL_get_error(c->tls, ret);
+  if (why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE) return 0;
+  if (fd_wait(c->ctx->fd, why == SSL_ERROR_WANT_WRITE, deadline)) return 1;
+  why = errno; /* EAGAIN: the time ran out, which tls_reason says */
+  ERR_clear_error();
+  errno = why;
   return 0;
 }
 
@@ -246,27 +256,6 @@ static int redis_connect(lua_State *L) {
  * make the core buffer without end. The store's replies are a few bytes. */
 #define MAX_REPLY (16u << 20)
 
-/* Waits until c's plain socket is ready for writing (or reading), until
- * deadline: 1 to try again; 0 when the time ran out (errno EAGAIN) or poll
- * failed. */
-static int plain_wait(conn *c, int writing, double deadline) {
-  struct pollfd p;
-  double left;
-  int n;
-  p.fd = c->ctx->fd;
-  p.events = writing ? POLLOUT : POLLIN;
-  for (;;) {
-    left = deadline - now_s();
-    if (left <= 0) break;
-    p.revents = 0;
-    n = poll(&p, 1, (int)(left * 1000) + 1);
-    if (n > 0) return 1;
-    if (n < 0 && errno != EINTR) return 0;
-  }
-  errno = EAGAIN;
-  return 0;
-}
-
 /* One write (or read) of up to n bytes on c's non-blocking socket, TLS or
  * plain, waiting within deadline: the bytes done, or 0 with the reason in
  * buf (a timeout says "Resource temporarily unavailable", as hiredis does). */
@@ -287,7 +276,7 @@ static int conn_io(conn *c, int writing, char *p, int n, double deadline, char *
       snprintf(buf, size, "Server closed the connection");
       return 0;
     }
-    if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && plain_wait(c, writing, deadline)) continue;
+    if ((errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) && fd_wait(c->ctx->fd, writing, deadline)) continue;
     snprintf(buf, size, "%s", strerror(errno));
     return 0;
   }
