@@ -17,6 +17,16 @@ describe("the Redis store, attacked", function()
 
   before_each(function() fake.reset() end)
 
+  -- A host on a prefix of its own (the fake reset) that has sent once, so
+  -- that its token is in Redis: its client, the prefix and the token's key.
+  local function host_with_token()
+    fake.reset()
+    local p = prefix()
+    local a = fake.client({ store = { redis = server.url, prefix = p } })
+    assert(a:send_ticket_message(fake.TICKET, TEXT))
+    return a, p, admin:command("KEYS", p .. "helpdesk:token:*")[1]
+  end
+
   local clock = { now = core.monotime, sleep = core.sleep }
 
   describe("with garbage in the limiter's count", function()
@@ -49,11 +59,7 @@ describe("the Redis store, attacked", function()
   describe("with garbage for the token", function()
     it("fetches a new one in place of one no header may hold, too long for one, or too short to redact", function()
       for _, bad in ipairs({ "t-evil\r\nX-Evil: 1", "t-\0nul-inside", "short", "t-" .. string.rep("x", 10000) }) do
-        fake.reset()
-        local p = prefix()
-        local a = fake.client({ store = { redis = server.url, prefix = p } })
-        assert(a:send_ticket_message(fake.TICKET, TEXT))
-        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
+        local a, p, key = host_with_token()
         assert.is_string(key)
         -- good, by its times, for ever
         assert(admin:command("SET", key, "9999999999 9999999999 " .. bad))
@@ -142,11 +148,7 @@ describe("the Redis store, attacked", function()
   describe("with garbage for the token's lock", function()
     it("takes the lock in place of what no fetch wrote, kept for ever, and fetches at once", function()
       for _, bad in ipairs({ "garbage", "1", "hash" }) do
-        fake.reset()
-        local p = prefix()
-        local a = fake.client({ store = { redis = server.url, prefix = p } })
-        assert(a:send_ticket_message(fake.TICKET, TEXT))
-        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
+        local a, p, key = host_with_token()
         assert(admin:command("DEL", key))
         -- no time-to-live: it would stay there for ever
         if bad == "hash" then
@@ -263,12 +265,8 @@ describe("the Redis store, attacked", function()
   describe("with a key of another type where a string belongs", function()
     it("takes it for none and sets the token in its place, never leaving Redis for it", function()
       for _, which in ipairs({ "token", "lock", "retry" }) do
-        fake.reset()
-        local p = prefix()
-        local a = fake.client({ store = { redis = server.url, prefix = p } })
-        assert(a:send_ticket_message(fake.TICKET, TEXT))
+        local a, p, key = host_with_token()
         a:close()
-        local key = admin:command("KEYS", p .. "helpdesk:token:*")[1]
         if which ~= "token" then
           assert(admin:command("DEL", key))
           key = key .. ":" .. which

@@ -36,7 +36,7 @@ typedef struct {
   redisContext *ctx; /* NULL once closed, or after an I/O error */
   SSL_CTX *tls_ctx;  /* with TLS: its context and session, else NULL */
   SSL *tls;
-  double timeout;    /* with TLS: seconds for a whole handshake or command */
+  double timeout;    /* seconds for a whole command (and a TLS handshake) */
 } conn;
 
 /* Frees what c holds; it is closed after (any number of times). */
@@ -99,9 +99,7 @@ static int fd_wait(int fd, int writing, double deadline) {
 
 /* After ret from an SSL_ call on c's (non-blocking) socket: waits until
  * the socket is ready for what libssl wants, until deadline. Returns 1 to
- * call again; 0 when it failed (errno EAGAIN when the time ran out). The
- * socket's own timeout bounds each read, not a peer that sends a byte at a
- * time: the deadline bounds the whole. */
+ * call again; 0 when it failed (errno EAGAIN when the time ran out). */
 static int tls_wait(conn *c, int ret, double deadline) {
   int why = SSL_get_error(c->tls, ret);
   if (why != SSL_ERROR_WANT_READ && why != SSL_ERROR_WANT_WRITE) return 0;
@@ -203,7 +201,7 @@ static void sigpipe_restore(sigpipe_hold *h) {
 
 /* core.redis_connect(host, port, timeout [, tls]) -> connection
  * -> nil, reason: the connection could not be made in timeout seconds
- * (which bounds every read and write after it too).
+ * (which bounds every command after it too, as a whole).
  * tls: a table for TLS, { verify = false to take any certificate,
  * ca_file = path (else the system's CA certificates) }. */
 static int redis_connect(lua_State *L) {
@@ -233,7 +231,7 @@ static int redis_connect(lua_State *L) {
   lua_setmetatable(L, -2);
   c->ctx = redisConnectWithTimeout(host, (int)port, tv);
   if (c->ctx == NULL) why = "out of memory";
-  else if (c->ctx->err || redisSetTimeout(c->ctx, tv) != REDIS_OK)
+  else if (c->ctx->err) /* no socket timeout to set: the core polls to a deadline */
     why = c->ctx->errstr[0] ? strcpy(buf, c->ctx->errstr) : "connection failed"; /* errstr: 128 bytes */
   else if (tls) {
     sigpipe_hold h;

@@ -13,6 +13,7 @@ local errors = require "helpdesk.errors"
 
 local type, tostring, tonumber, setmetatable, pcall, format, floor, ceil, min, rawget =
   type, tostring, tonumber, setmetatable, pcall, string.format, math.floor, math.ceil, math.min, rawget
+local unpack = table.unpack or unpack
 
 local M = {}
 
@@ -142,13 +143,8 @@ function Plain:connect()
   local conn, err = core.redis_connect(cfg.host, cfg.port, cfg.timeout,
                                        cfg.tls and { verify = not cfg.insecure, ca_file = cfg.ca_file } or nil)
   if not conn then return nil, err end
-  if cfg.password then
-    local ok, aerr
-    if cfg.user then
-      ok, aerr = conn:command("AUTH", cfg.user, cfg.password)
-    else
-      ok, aerr = conn:command("AUTH", cfg.password)
-    end
+  if cfg.auth then
+    local ok, aerr = conn:command("AUTH", unpack(cfg.auth))
     if not ok then
       conn:close()
       return nil, "AUTH failed: " .. tostring(aerr)
@@ -237,12 +233,8 @@ function Nginx:command(name, ...)
         return nil, "TLS: " .. (done and tostring(why) or "the handshake failed (see nginx's error log)"), "io"
       end
     end
-    if cfg.password then
-      if cfg.user then
-        ok, err = red:auth(cfg.user, cfg.password)
-      else
-        ok, err = red:auth(cfg.password)
-      end
+    if cfg.auth then
+      ok, err = red:auth(unpack(cfg.auth))
       if not ok then
         red:close()
         return nil, "AUTH failed: " .. tostring(err), "io"
@@ -334,6 +326,8 @@ function M.new(opts)
     return nil, errors.invalid("store.insecure", "must be a boolean (true: any certificate is taken)")
   end
   cfg.insecure = opts.insecure == true
+  -- AUTH's arguments: an ACL user's name and password, or the password
+  cfg.auth = cfg.password and (cfg.user and { cfg.user, cfg.password } or { cfg.password })
   local prefix = opts.prefix
   if prefix == nil then prefix = M.DEFAULT_PREFIX end
   if type(prefix) ~= "string" or #prefix > 200 or prefix:find("[%c%s]") then
@@ -554,7 +548,7 @@ function Store:reserve(seq_key, wins, margin, now, max_wait)
     argv[#argv + 1] = self.prefix .. win.key
     argv[#argv + 1] = format("%d", win.w)
   end
-  local res = self:script(M.RESERVE, "reserve_sha", 1, self.prefix .. seq_key, (table.unpack or unpack)(argv))
+  local res = self:script(M.RESERVE, "reserve_sha", 1, self.prefix .. seq_key, unpack(argv))
   if type(res) ~= "table" then return nil end
   local wait = tonumber(res[2])
   -- what the script never answers (a server that only looks like Redis): a
